@@ -1,0 +1,232 @@
+"""The ``lookalike`` command: a thin shell over the Python API (parse, call, print)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+import click
+
+from . import __version__, decode
+from .extractors import registry
+from .index import Index, QueryError
+from .indexer import IndexInterrupted, IndexReport
+from .store import IndexStoreError
+
+
+@contextmanager
+def _errors():
+    """Turn expected failures into one clear line on stderr and exit status 1."""
+    try:
+        yield
+    except (IndexStoreError, registry.UnknownExtractor, QueryError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _progress(quiet: bool, desc: str):
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="img", desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    return update, bar
+
+
+def _summary(r: IndexReport) -> str:
+    rate = (r.added + r.updated) / r.seconds if r.seconds > 0 else 0.0
+    parts = [
+        f"{r.added} added", f"{r.updated} updated", f"{r.renamed} renamed", f"{r.reused} copies reused",
+        f"{r.unchanged} unchanged", f"{r.removed} removed", f"{r.skipped} skipped",
+    ]
+    text = f"{r.root}: {r.seen} image files in {r.seconds:.1f} s ({rate:.0f} embedded/s): " + ", ".join(parts)
+    if r.skip_reasons:
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(r.skip_reasons.items())) + ")"
+    return text
+
+
+def _report_dict(r: IndexReport) -> dict:
+    d = dict(vars(r))
+    d["skip_reasons"] = dict(r.skip_reasons)
+    return d
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lookalike")
+def main() -> None:
+    """Find images that look alike: index folders, then search by example."""
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path())
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder (created if new).")
+@click.option("--extractor", "-e", default=None, help="Extractor name or JSON spec (default: cnn). See `lookalike extractors`.")
+@click.option("--jobs", "-j", type=int, default=None, help="Decoding processes (default: CPU count; 1 = none).")
+@click.option("--threads", type=int, default=None, help="Inference threads (default: CPU count).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images embedded and committed together.")
+@click.option("--hidden", is_flag=True, help="Include hidden files and folders.")
+@click.option("--max-pixels", type=int, default=decode.DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_pixels, as_json, quiet):
+    """Index the images in FOLDERS (incremental: reruns only process changes)."""
+    with _errors(), Index.open_or_create(index_dir, extractor, threads=threads, max_pixels=max_pixels) as ix:
+        for folder in folders:
+            update, bar = _progress(quiet, os.path.basename(os.path.abspath(folder)) or folder)
+            try:
+                report = ix.add(folder, jobs=jobs, batch_size=batch_size, include_hidden=hidden, progress=update)
+            except IndexInterrupted as e:
+                if bar:
+                    bar.close()
+                click.echo(
+                    f"Interrupted: {e.report.processed} files committed; run the same command again to resume.",
+                    err=True,
+                )
+                sys.exit(130)
+            finally:
+                if bar:
+                    bar.close()
+            if as_json:
+                click.echo(json.dumps(_report_dict(report)))
+            elif not quiet:
+                click.echo(_summary(report))
+
+
+def _hit_line(h) -> str:
+    extra = f"  ({h.distance} bits)" if h.distance is not None else ""
+    return f"{h.rank:4d}  {h.score:.4f}  {h.path}{extra}"
+
+
+def _hits_json(hits) -> list[dict]:
+    out = []
+    for h in hits:
+        d = {"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.id}
+        if h.distance is not None:
+            d["distance"] = h.distance
+        out.append(d)
+    return out
+
+
+@main.command()
+@click.argument("query", type=click.Path())
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of hits.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query (JSON lines).")
+@click.option("--threads", type=int, default=None, help="Inference threads (default: CPU count).")
+@click.option("--max-pixels", type=int, default=decode.DEFAULT_MAX_PIXELS, show_default=True)
+@click.option("--sheet", type=click.Path(), default=None, help="Also write a contact sheet PNG here.")
+def search(query, index_dir, k, as_json, threads, max_pixels, sheet):
+    """Find the indexed images most like QUERY (an image file, an indexed path, or a folder of queries)."""
+    with _errors(), Index.open(index_dir, threads=threads, max_pixels=max_pixels) as ix:
+        if os.path.isdir(query):
+            results = ix.search_folder(query, k=k)
+        else:
+            results = ix.search_many([query], k=k)
+            if results[0].error and not as_json:
+                raise click.ClickException(f"{results[0].query}: {results[0].error}: {results[0].detail}")
+        failed = 0
+        for res in results:
+            if as_json:
+                obj = {"query": res.query, "results": _hits_json(res.hits)}
+                if res.error:
+                    obj["error"], obj["detail"] = res.error, res.detail
+                click.echo(json.dumps(obj))
+            elif res.error:
+                click.echo(f"{res.query}: skipped ({res.error}: {res.detail})", err=True)
+            else:
+                click.echo(res.query)
+                for h in res.hits:
+                    click.echo(_hit_line(h))
+            failed += bool(res.error)
+        if sheet:
+            from .sheet import contact_sheet
+
+            rows = [(r.query, [(h.path, h.score, False) for h in r.hits]) for r in results if not r.error]
+            path = contact_sheet(rows, sheet)
+            click.echo(f"contact sheet: {path}", err=True)
+        if failed == len(results) and results:
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("index_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "show_all", is_flag=True, help="List every skipped file (default: the first 20).")
+def info(index_dir, as_json, show_all):
+    """Show an index's manifest, counts and skipped files with reasons."""
+    with _errors(), Index.open(index_dir) as ix:
+        data = ix.info()
+        skipped = ix.skipped()
+        if as_json:
+            d = data.to_dict()
+            d["skipped_files"] = [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in skipped]
+            click.echo(json.dumps(d, indent=2))
+            return
+        m = data.manifest
+        click.echo(f"index:      {data.path}")
+        click.echo(f"extractor:  {json.dumps(m['extractor'], sort_keys=True)}")
+        click.echo(f"vectors:    {m['dim']}-d {m['dtype']}, metric {m['metric']}, {data.vector_rows} rows")
+        click.echo(f"schema:     {m['schema_version']} (lookalike {m['lookalike_version']})")
+        click.echo(f"roots:      {', '.join(data.roots) or '-'}")
+        click.echo(f"files:      {data.files} indexed, {data.skipped} skipped")
+        click.echo(f"disk:       {data.bytes_on_disk / 1e6:.1f} MB")
+        if skipped:
+            click.echo("skipped:    " + ", ".join(f"{k} {v}" for k, v in data.skip_reasons.items()))
+            shown = skipped if show_all else skipped[:20]
+            for s in shown:
+                click.echo(f"  {s.reason:13s} {s.path}  ({s.detail})")
+            if len(shown) < len(skipped):
+                click.echo(f"  ... {len(skipped) - len(shown)} more (--all to list them)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def extractors(as_json):
+    """List the registered extractors."""
+    rows = []
+    for name in sorted(registry.available()):
+        cls = registry.extractor_class(name)
+        ext = registry.create(name)
+        rows.append({"name": name, "dim": ext.dim, "dtype": ext.dtype, "metric": ext.metric,
+                     "speed": cls.speed, "description": cls.description, "spec": ext.spec()})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        default = " (default)" if r["name"] == registry.DEFAULT else ""
+        click.echo(f"{r['name']:12s} {r['dim']:5d}-d {r['metric']:8s} {r['speed']:6s} {r['description']}{default}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(), default=None, help="Work folder (default: a new temporary folder).")
+@click.option("--extractor", "-e", default="cnn", show_default=True)
+def demo(out, extractor):
+    """Index the bundled sample photos, search edited copies, write a contact sheet."""
+    from .demo import run_demo
+
+    workdir = out or tempfile.mkdtemp(prefix="lookalike-demo-")
+    with _errors():
+        result = run_demo(workdir, extractor=extractor)
+    click.echo(f"Indexed {len(os.listdir(result.gallery))} bundled photos into {result.index_path}")
+    click.echo(f"Searching {len(result.queries)} edited copies (top 3 each):\n")
+    for q in result.queries:
+        mark = "ok  " if q.found_first else "MISS"
+        hits = "  ".join(f"{os.path.basename(h.path)} {h.score:.3f}" for h in q.hits)
+        click.echo(f"{mark} {os.path.basename(q.query):24s} -> {hits}")
+    n_ok = sum(q.found_first for q in result.queries)
+    click.echo(f"\nOriginal ranked first for {n_ok} of {len(result.queries)} queries.")
+    click.echo(f"Contact sheet: {result.sheet}")
+    click.echo(f"Try: lookalike search {result.queries[0].query} --index {result.index_path} -k 5")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Decode stage: file bytes -> RGB pixels, or a typed reason why not.
+
+Every way an image file can be bad ends in a :class:`DecodeError` whose
+``reason`` is a :class:`SkipReason`; nothing else escapes from :func:`decode_file`
+or :func:`decode_bytes`. Decoded images are ``(H, W, 3) uint8`` arrays in RGB
+order with EXIF orientation applied and any transparency composited on white.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Default pixel limit (width x height, as declared in the file header).
+#: Larger images are refused as likely decompression bombs; raise it with
+#: ``max_pixels=`` (Python) or ``--max-pixels`` (CLI).
+DEFAULT_MAX_PIXELS = 150_000_000
+
+#: Files larger than this many bytes are not read at all.
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+class SkipReason(str, enum.Enum):
+    """Why a file was not indexed. Stored in the catalog by value."""
+
+    EMPTY = "empty"  # zero bytes
+    NOT_AN_IMAGE = "not_an_image"  # no decoder recognises the bytes
+    TRUNCATED = "truncated"  # the file ends before the image data does
+    TOO_LARGE = "too_large"  # pixel count or file size over the limit (bomb guard)
+    UNREADABLE = "unreadable"  # permission denied or another OS read error
+    VANISHED = "vanished"  # the file disappeared between listing and reading
+    BAD_PATH = "bad_path"  # file name is not valid UTF-8
+    DECODE_ERROR = "decode_error"  # the decoder failed for another reason
+
+
+class DecodeError(Exception):
+    """A file could not be turned into pixels; ``reason`` says why."""
+
+    def __init__(self, reason: SkipReason, detail: str = ""):
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Pixels plus the image's full size (before any draft reduction)."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8, RGB
+    width: int  # of the full-size image, after EXIF orientation
+    height: int
+
+
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    """Teach Pillow HEIC/HEIF (and AVIF where Pillow lacks it); done once, lazily."""
+    global _plugins_registered
+    if _plugins_registered:
+        return
+    _plugins_registered = True
+    try:
+        import pillow_heif
+    except ImportError:  # optional at run time: HEIC files then count as not_an_image
+        return
+    pillow_heif.register_heif_opener()
+    from PIL import features
+
+    if not features.check("avif") and hasattr(pillow_heif, "register_avif_opener"):
+        pillow_heif.register_avif_opener()
+
+
+def check_path(path: str | os.PathLike) -> str:
+    """Return ``path`` as ``str``; refuse names that are not valid UTF-8."""
+    path = os.fspath(path)
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(SkipReason.BAD_PATH, "file name is not valid UTF-8") from None
+    return os.fsdecode(raw)
+
+
+def read_file(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """Read a whole file, mapping OS failures to :class:`DecodeError`."""
+    path = check_path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_file_bytes:
+                raise DecodeError(
+                    SkipReason.TOO_LARGE, f"{size} bytes, limit is {max_file_bytes}"
+                )
+            data = f.read()
+    except FileNotFoundError:
+        raise DecodeError(SkipReason.VANISHED, "file no longer exists") from None
+    except PermissionError as e:
+        raise DecodeError(SkipReason.UNREADABLE, e.strerror or "permission denied") from None
+    except IsADirectoryError:
+        raise DecodeError(SkipReason.UNREADABLE, "is a directory") from None
+    except OSError as e:
+        raise DecodeError(SkipReason.UNREADABLE, e.strerror or str(e)) from None
+    if not data:
+        raise DecodeError(SkipReason.EMPTY, "file is empty")
+    return data
+
+
+def decode_file(
+    path: str | os.PathLike,
+    *,
+    min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    """Read and decode one image file. See :func:`decode_bytes`."""
+    return decode_bytes(read_file(path), min_side=min_side, max_pixels=max_pixels)
+
+
+def decode_bytes(
+    data: bytes,
+    *,
+    min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    """Decode image bytes to an RGB ``(H, W, 3) uint8`` array.
+
+    ``min_side``: the shortest side (pixels) the caller needs. JPEGs are then
+    decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that still keeps the
+    shorter side at or above it, which is much faster for large photos.
+    ``max_pixels``: declared width x height above which the file is refused.
+    """
+    if not data:
+        raise DecodeError(SkipReason.EMPTY, "file is empty")
+    _register_plugins()
+    _allow_up_to(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _decode(data, min_side, max_pixels)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError(SkipReason.TOO_LARGE, str(e)) from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError(SkipReason.NOT_AN_IMAGE, "not a recognised image format") from None
+    except MemoryError:
+        raise DecodeError(SkipReason.TOO_LARGE, "out of memory while decoding") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        low = msg.lower()
+        if "truncated" in low or "end of file" in low or isinstance(e, EOFError):
+            raise DecodeError(SkipReason.TRUNCATED, msg) from None
+        raise DecodeError(SkipReason.DECODE_ERROR, msg) from None
+    except Exception as e:  # decoders raise many types on hostile input
+        raise DecodeError(SkipReason.DECODE_ERROR, f"{type(e).__name__}: {e}") from None
+
+
+def _allow_up_to(max_pixels: int) -> None:
+    # Pillow's own guard raises above 2 x MAX_IMAGE_PIXELS. We apply our own
+    # limit first, so only ever widen Pillow's when the caller asks for more.
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and max_pixels > current:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise DecodeError(SkipReason.DECODE_ERROR, f"invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise DecodeError(
+            SkipReason.TOO_LARGE,
+            f"{width}x{height} = {width * height} pixels, limit is {max_pixels}",
+        )
+    if min_side and img.format == "JPEG" and min(width, height) > 2 * min_side:
+        scale = min_side / min(width, height)
+        img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    img.load()  # first frame only for animations
+    orientation = _orientation(img)
+    if orientation:
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block must not lose the image
+            pass
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+    return Decoded(to_rgb(img), width, height)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+        value = int(value)
+    except Exception:
+        return 0
+    return value if 2 <= value <= 8 else 0
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> ``(H, W, 3) uint8`` RGB; alpha composited on white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16 and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            arr = _stretch(arr.astype(np.float64))
+        else:
+            arr = (arr.astype(np.uint32) // 257).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    if mode == "F":
+        arr = _stretch(np.asarray(img, dtype=np.float64))
+        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in img.info
+    ) or (mode in ("RGB", "L") and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        img = background
+    elif mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _stretch(arr: np.ndarray) -> np.ndarray:
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    out = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(out, 0, 255).astype(np.uint8)

@@ -1,0 +1,81 @@
+"""The extractor interface every feature family implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+#: Metrics an extractor can declare. ``cosine`` vectors are float and stored
+#: L2-normalised, so cosine similarity is their dot product. ``hamming``
+#: vectors are bit strings packed 8 to a byte (``dtype`` ``uint8``).
+METRICS = ("cosine", "hamming")
+
+
+class Extractor(ABC):
+    """Turns decoded images into fixed-size vectors.
+
+    Subclasses set ``name``, ``dim``, ``dtype`` and ``metric``, take their
+    settings as constructor keywords, and implement :meth:`prepare` (per-image
+    work, run in worker processes: resizing, or the whole feature for cheap
+    handcrafted ones) and :meth:`embed_prepared` (the batch step, run once per
+    batch in the indexing process: e.g. neural-network inference).
+
+    ``dim`` is the number of vector components; for ``hamming`` it is the
+    number of bits and a stored row has ``dim // 8`` bytes.
+    No file I/O happens here: images arrive decoded.
+    """
+
+    name: ClassVar[str]
+    dim: int
+    dtype: str  # "float32" or "uint8" (packed bits)
+    metric: str  # one of METRICS
+    #: Short description for ``lookalike extractors``.
+    description: ClassVar[str] = ""
+    #: "fast", "medium" or "slow" per image on one CPU core.
+    speed: ClassVar[str] = "medium"
+    #: Bumped when the same settings would produce different vectors.
+    version: ClassVar[int] = 1
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that change the vectors (JSON-able). Part of :meth:`spec`."""
+        return {}
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description; ``registry.create(spec)`` rebuilds an equal extractor."""
+        return {"name": self.name, "version": self.version, **self.settings()}
+
+    @property
+    def min_side(self) -> int | None:
+        """Shortest image side this extractor needs; lets JPEGs decode at reduced scale."""
+        return None
+
+    @property
+    def row_width(self) -> int:
+        """Stored components per vector (bytes per row for packed bits)."""
+        return self.dim // 8 if self.metric == "hamming" else self.dim
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Per-image step on an ``(H, W, 3) uint8`` RGB array; may run in a worker."""
+        return image
+
+    @abstractmethod
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        """Batch step over :meth:`prepare` outputs -> ``(n, row_width)`` array of ``dtype``."""
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded RGB images -> ``(n, row_width)`` array of ``dtype``."""
+        if len(images) == 0:
+            return np.zeros((0, self.row_width), dtype=self.dtype)
+        return self.embed_prepared([self.prepare(im) for im in images])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec()!r})"
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero. ``(n, d) float32``."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)

@@ -1,0 +1,123 @@
+"""``cnn``: EfficientNet-Lite0 (ImageNet) embeddings on onnxruntime.
+
+The shipped ONNX graph maps a normalised ``(N, 3, H, W)`` float32 batch to the
+last convolutional feature map ``(N, 1280, H/32, W/32)``; pooling happens here,
+so other pooling schemes can reuse the same model file. The graph was exported
+once by ``tools/export_cnn.py``; torch is never imported at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from .base import Extractor, l2_normalise
+
+MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
+
+
+@functools.lru_cache(maxsize=None)
+def model_digest(path: str) -> str:
+    """First 16 hex digits of the model file's SHA-256 (recorded in the spec)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is ``size``, then cut the central ``size x size``.
+
+    ``image``: ``(H, W, 3) uint8``. Returns ``(size, size, 3) uint8``.
+    Downscaling uses area averaging (no aliasing), upscaling bilinear.
+    """
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (nw, nh), interpolation=interp)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
+
+
+class CnnExtractor(Extractor):
+    """EfficientNet-Lite0 global-average-pooled features, 1280-d, L2-normalised, cosine."""
+
+    name = "cnn"
+    description = "EfficientNet-Lite0 (ImageNet) global average pool, 1280-d, onnxruntime"
+    speed = "medium"
+    dtype = "float32"
+    metric = "cosine"
+
+    def __init__(self, input_size: int = 224, threads: int | None = None, batch_size: int = 32):
+        if input_size < 32 or input_size % 32:
+            raise ValueError("input_size must be a multiple of 32, at least 32")
+        self.input_size = int(input_size)
+        self.threads = threads  # runtime only: does not change the vectors
+        self.batch_size = int(batch_size)
+        self.dim = 1280
+        self._session = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "CnnExtractor":
+        spec = dict(spec)
+        digest = spec.pop("model_sha256", None)
+        spec.pop("pooling", None), spec.pop("normalise", None), spec.pop("resize", None)
+        ext = cls(**spec, **runtime)
+        if digest is not None and digest != model_digest(str(MODEL_PATH)):
+            raise ValueError(
+                f"the cnn model file differs from the one this spec was made with "
+                f"(sha256 {model_digest(str(MODEL_PATH))} vs {digest})"
+            )
+        return ext
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "resize": "shorter-side-centre-crop",
+            "normalise": "(x-127)/128",
+            "pooling": "avg",
+            "model_sha256": model_digest(str(MODEL_PATH)),
+        }
+
+    @property
+    def min_side(self) -> int:
+        return self.input_size
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return resize_centre_crop(image, self.input_size)
+
+    def _get_session(self):
+        if self._session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = ort.InferenceSession(
+                str(MODEL_PATH), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        return self._session
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """``(n, H, W, 3) uint8`` -> ``(n, 1280, H/32, W/32) float32`` feature maps."""
+        x = (batch.astype(np.float32) - 127.0) / 128.0
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        session = self._get_session()
+        return session.run(["feature_map"], {"input": x})[0]
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        for start in range(0, len(prepared), self.batch_size):
+            chunk = np.stack(prepared[start : start + self.batch_size])
+            out[start : start + len(chunk)] = self.feature_maps(chunk).mean(axis=(2, 3))
+        return l2_normalise(out)

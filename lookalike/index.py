@@ -1,0 +1,245 @@
+"""The Python API: create or open an index, add folders, search."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from . import __version__, decode, indexer
+from .extractors import Extractor, registry
+from .search import LiveSet, SearchResult, search_vectors
+from .sources import display_path, walk
+from .store import FileRecord, IndexStore, Manifest
+
+Query = str | os.PathLike | np.ndarray | Image.Image
+
+
+class QueryError(Exception):
+    """A query image could not be used; ``reason`` is a :class:`decode.SkipReason`."""
+
+    def __init__(self, query: str, error: decode.DecodeError):
+        super().__init__(f"{query}: {error}")
+        self.query = query
+        self.reason = error.reason
+        self.detail = error.detail
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Hits for one query of a batch; ``error`` set (and ``hits`` empty) if it failed."""
+
+    query: str
+    hits: list[SearchResult]
+    error: str | None = None  # a SkipReason value
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    path: str
+    manifest: dict[str, Any]
+    files: int  # indexed (searchable) files
+    skipped: int
+    skip_reasons: dict[str, int]
+    roots: list[str]
+    vector_rows: int  # rows in the vector file, including rows no file uses any more
+    bytes_on_disk: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Index:
+    """A persistent image index in one directory.
+
+    >>> index = Index.create("pics.idx", extractor="cnn")   # doctest: +SKIP
+    >>> index.add("~/Pictures")                               # doctest: +SKIP
+    >>> index.search("query.jpg", k=5)[0].path                # doctest: +SKIP
+    """
+
+    def __init__(self, store: IndexStore, extractor: Extractor, max_pixels: int = decode.DEFAULT_MAX_PIXELS):
+        self.store = store
+        self.extractor = extractor
+        self.max_pixels = max_pixels
+        self._live: LiveSet | None = None
+        self._live_key: tuple | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        extractor: str | dict | Extractor = registry.DEFAULT,
+        *,
+        threads: int | None = None,
+        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+    ) -> "Index":
+        """Make a new index in ``path`` (a new or empty folder) for ``extractor``.
+
+        ``extractor``: a registered name (``"cnn"``, ``"phash"``, ``"kaze-concat"``),
+        a JSON spec string or dict with settings, or an :class:`Extractor`.
+        """
+        ext = registry.create(extractor, threads=threads)
+        manifest = Manifest(
+            extractor=ext.spec(), dim=ext.dim, dtype=ext.dtype, metric=ext.metric,
+            lookalike_version=__version__,
+        )
+        return cls(IndexStore.create(os.path.expanduser(os.fspath(path)), manifest), ext, max_pixels)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        extractor: str | dict | Extractor | None = None,
+        *,
+        threads: int | None = None,
+        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+    ) -> "Index":
+        """Open an existing index. If ``extractor`` is given it must match the
+        one the index was built with (:class:`ExtractorMismatch` says what differs)."""
+        path = os.path.expanduser(os.fspath(path))
+        wanted = registry.create(extractor, threads=threads).spec() if extractor is not None else None
+        store = IndexStore.open(path, wanted)
+        ext = registry.create(store.manifest.extractor, threads=threads)
+        return cls(store, ext, max_pixels)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, extractor=None, **kw) -> "Index":
+        path = os.path.expanduser(os.fspath(path))
+        if (Path(path) / "manifest.json").exists():
+            return cls.open(path, extractor, **kw)
+        return cls.create(path, extractor if extractor is not None else registry.DEFAULT, **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return str(self.store.directory)
+
+    def __len__(self) -> int:
+        return self.store.catalog.counts()["ok"]
+
+    # -- writing -------------------------------------------------------------
+    def add(
+        self,
+        folder: str | os.PathLike,
+        *,
+        jobs: int | None = None,
+        batch_size: int = 64,
+        include_hidden: bool = False,
+        progress: indexer.ProgressFn | None = None,
+    ) -> indexer.IndexReport:
+        """Index the images under ``folder`` (or one file); incremental, resumable.
+
+        Returns an :class:`~lookalike.indexer.IndexReport` of what changed.
+        ``progress(done, total)`` is called as files are processed.
+        """
+        folder = os.path.expanduser(os.fspath(folder))
+        try:
+            return indexer.index_folder(
+                self.store, self.extractor, folder, jobs=jobs, batch_size=batch_size,
+                include_hidden=include_hidden, max_pixels=self.max_pixels, progress=progress,
+            )
+        finally:
+            self._live = None
+
+    # -- reading -------------------------------------------------------------
+    def live(self) -> LiveSet:
+        """The searchable vectors, refreshed whenever another process committed."""
+        db = self.store.catalog.db
+        key = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+        if self._live is None or key != self._live_key:
+            db.execute("BEGIN")
+            try:
+                ids, paths, rows = self.store.catalog.live()
+                matrix = self.store.matrix()
+            finally:
+                db.execute("COMMIT")
+            self._live = LiveSet(np.asarray(ids, np.int64), paths, np.asarray(rows, np.int64), matrix)
+            self._live_key = key
+        return self._live
+
+    def embed(self, query: Query) -> np.ndarray:
+        """One query -> its ``(width,)`` vector. Indexed paths reuse their stored vector."""
+        if isinstance(query, Image.Image):
+            pixels = decode.to_rgb(query)
+        elif isinstance(query, np.ndarray):
+            pixels = query
+        else:
+            path = os.path.abspath(os.path.expanduser(os.fspath(query)))
+            rec = self.store.catalog.get(display_path(path))
+            if rec is not None and rec.status == "ok" and _same_file(rec, path):
+                return np.array(self.live().matrix[rec.row])
+            try:
+                pixels = decode.decode_file(path, min_side=self.extractor.min_side,
+                                            max_pixels=self.max_pixels).pixels
+            except decode.DecodeError as e:
+                raise QueryError(display_path(path), e) from None
+        return self.extractor.embed([pixels])[0]
+
+    def search(self, query: Query, k: int | None = 10) -> list[SearchResult]:
+        """The ``k`` indexed images most like ``query`` (a path, PIL image or RGB array).
+
+        Raises :class:`QueryError` when the query image cannot be decoded.
+        """
+        vector = self.embed(query)
+        return search_vectors(self.live(), vector[None], k, self.store.manifest.metric, self.extractor.dim)[0]
+
+    def search_many(self, queries: Iterable[Query], k: int | None = 10) -> list[QueryResult]:
+        """Search several queries in one pass; a bad query gives an error entry, not an exception."""
+        names, vectors, results = [], [], {}
+        for i, q in enumerate(queries):
+            name = display_path(os.fspath(q)) if isinstance(q, (str, os.PathLike)) else f"<image {i}>"
+            names.append(name)
+            try:
+                vectors.append((i, self.embed(q)))
+            except QueryError as e:
+                results[i] = QueryResult(name, [], e.reason.value, e.detail)
+        if vectors:
+            matrix = np.stack([v for _, v in vectors])
+            found = search_vectors(self.live(), matrix, k, self.store.manifest.metric, self.extractor.dim)
+            for (i, _), hits in zip(vectors, found):
+                results[i] = QueryResult(names[i], hits)
+        return [results[i] for i in range(len(names))]
+
+    def search_folder(self, folder: str | os.PathLike, k: int | None = 10) -> list[QueryResult]:
+        """Every image under ``folder`` as a query, in path order."""
+        return self.search_many([e.path for e in walk(os.path.expanduser(os.fspath(folder)))], k)
+
+    def skipped(self) -> list[FileRecord]:
+        """Files that could not be indexed, with ``reason`` and ``detail``."""
+        return list(self.store.catalog.records(status="skipped"))
+
+    def info(self) -> IndexInfo:
+        counts = self.store.catalog.counts()
+        size = sum(p.stat().st_size for p in self.store.directory.iterdir() if p.is_file())
+        return IndexInfo(
+            path=self.path,
+            manifest=asdict(self.store.manifest),
+            files=counts["ok"],
+            skipped=counts["skipped"],
+            skip_reasons=self.store.catalog.skip_counts(),
+            roots=self.store.catalog.roots(),
+            vector_rows=self.store.catalog.n_rows(),
+            bytes_on_disk=size,
+        )
+
+
+def _same_file(rec: FileRecord, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns

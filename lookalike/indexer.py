@@ -1,0 +1,283 @@
+"""The indexer: the one place where sources, decode, extract and store meet.
+
+Files are listed, compared with the catalog (size + mtime, then content hash),
+read and decoded in worker processes, embedded in batches in this process,
+and committed batch by batch: vectors first (fsync), then one SQLite
+transaction that makes them visible. A kill at any moment leaves an index that
+opens, and the next run resumes with the files not yet committed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import decode
+from .extractors import Extractor, registry
+from .sources import FileEntry, content_hash, display_path, walk
+from .store import FileRecord, IndexStore
+
+#: Skip reasons worth retrying on the next run even if the file did not change.
+RETRY_REASONS = {"unreadable", "vanished", "too_large"}
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class IndexReport:
+    """What one :func:`index_folder` run did. Counts are numbers of files."""
+
+    root: str
+    seen: int = 0  # image files found under root
+    unchanged: int = 0  # already indexed, same size and mtime
+    added: int = 0  # embedded for the first time
+    updated: int = 0  # content changed, embedded again
+    renamed: int = 0  # moved or renamed: vector reused
+    reused: int = 0  # same content as an indexed file: vector reused
+    skipped: int = 0  # could not be indexed (see skip_reasons)
+    removed: int = 0  # gone from disk, removed from the index
+    skip_reasons: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def processed(self) -> int:
+        return self.added + self.updated + self.renamed + self.reused + self.skipped
+
+
+class IndexInterrupted(Exception):
+    """Indexing stopped by Ctrl-C; everything committed before it is kept."""
+
+    def __init__(self, report: IndexReport):
+        super().__init__("indexing interrupted")
+        self.report = report
+
+
+# -- worker side -----------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    _worker["extractor"] = registry.create(spec)
+    _worker["max_pixels"] = max_pixels
+    _worker["known"] = known_hashes
+
+
+def _load(entry: FileEntry) -> tuple:
+    """Read, hash, decode and prepare one file.
+
+    Returns ``(entry, hash, width, height, prepared, reason, detail)``;
+    ``prepared`` is ``None`` when the file failed (``reason`` says why) or its
+    hash is already known (its vector can be reused without decoding).
+    """
+    extractor: Extractor = _worker["extractor"]
+    digest = None
+    try:
+        data = decode.read_file(entry.path)
+        digest = content_hash(data)
+        if digest in _worker["known"]:
+            return entry, digest, None, None, None, None, None
+        img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"])
+        prepared = extractor.prepare(img.pixels)
+        return entry, digest, img.width, img.height, prepared, None, None
+    except decode.DecodeError as e:
+        return entry, digest, None, None, None, e.reason.value, e.detail
+    except Exception as e:  # an extractor bug on one odd image must not stop the run
+        return entry, digest, None, None, None, decode.SkipReason.DECODE_ERROR.value, f"{type(e).__name__}: {e}"
+
+
+def _load_chunk(entries: list[FileEntry]) -> list[tuple]:
+    return [_load(e) for e in entries]
+
+
+def _loaded(
+    entries: list[FileEntry], jobs: int, init_args: tuple, chunk: int = 8
+) -> Iterator[tuple]:
+    """Results of :func:`_load` in input order, from ``jobs`` worker processes.
+
+    At most ``4 * jobs`` chunks are in flight, so memory stays flat however
+    slow the consumer is.
+    """
+    if jobs <= 1:
+        _worker_init(*init_args)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for e in entries:
+            yield _load(e)
+        return
+    ctx = multiprocessing.get_context("spawn")  # never fork a process holding ORT threads
+    chunks = [entries[i : i + chunk] for i in range(0, len(entries), chunk)]
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=init_args) as pool:
+        inflight: deque = deque()
+        todo = iter(chunks)
+        try:
+            for c in todo:
+                inflight.append(pool.submit(_load_chunk, c))
+                if len(inflight) >= 4 * jobs:
+                    break
+            while inflight:
+                results = inflight.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    inflight.append(pool.submit(_load_chunk, nxt))
+                yield from results
+        finally:
+            for f in inflight:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- main side -------------------------------------------------------------
+def index_folder(
+    store: IndexStore,
+    extractor: Extractor,
+    root: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    batch_size: int = 64,
+    include_hidden: bool = False,
+    max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+    progress: ProgressFn | None = None,
+) -> IndexReport:
+    """Bring the index up to date with the image files under ``root``.
+
+    New and changed files are embedded, renamed or copied files reuse their
+    vector (same content hash), files that disappeared are removed, and files
+    that cannot be decoded are recorded with a reason. ``jobs``: decoding
+    processes (default: the number of CPUs; 1 = decode in this process).
+    Raises :class:`IndexInterrupted` on Ctrl-C after keeping all committed batches.
+    """
+    started = time.perf_counter()
+    root = os.path.abspath(os.fspath(root))
+    report = IndexReport(root=display_path(root))
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"no such file or folder: {display_path(root)}")
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    spec = extractor.spec()
+
+    with store.writing():
+        entries = list(walk(root, include_hidden=include_hidden))
+        report.seen = len(entries)
+        key_of = {e.path: display_path(e.path) for e in entries}
+        existing = {r.path: r for r in store.catalog.records(under=report.root)}
+        todo = []
+        for e in entries:
+            rec = existing.get(key_of[e.path])
+            if (
+                rec is not None
+                and rec.size == e.size
+                and rec.mtime_ns == e.mtime_ns
+                and not (rec.status == "skipped" and rec.reason in RETRY_REASONS)
+            ):
+                report.unchanged += 1
+            else:
+                todo.append(e)
+        walked = set(key_of.values())
+        missing = {p: r for p, r in existing.items() if p not in walked}
+        movable = {r.content_hash: r for r in missing.values() if r.status == "ok" and r.content_hash}
+
+        batch = _Batch(store, extractor, report)
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        try:
+            init_args = (spec, max_pixels, frozenset(movable))
+            for done, result in enumerate(_loaded(todo, jobs, init_args), 1):
+                batch.take(result, key_of[result[0].path], existing, movable, missing)
+                if batch.full(batch_size):
+                    batch.flush()
+                if progress:
+                    progress(done, total)
+            batch.flush()
+            store.commit(deletes=list(missing), root=report.root)
+            report.removed = len(missing)
+        except KeyboardInterrupt:
+            report.interrupted = True
+            report.seconds = time.perf_counter() - started
+            raise IndexInterrupted(report) from None
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Batch:
+    """Records and prepared images waiting for one commit."""
+
+    def __init__(self, store: IndexStore, extractor: Extractor, report: IndexReport):
+        self.store, self.extractor, self.report = store, extractor, report
+        self.records: list[FileRecord] = []
+        self.renames: list[tuple[str, FileRecord]] = []
+        self.prepared: list[np.ndarray] = []
+        self.counts: Counter = Counter()
+        self.reasons: Counter = Counter()
+
+    def full(self, size: int) -> bool:
+        return len(self.prepared) >= size or len(self.records) >= 4 * size
+
+    def take(self, result: tuple, key: str, existing: dict, movable: dict, missing: dict) -> None:
+        entry, digest, width, height, prepared, reason, detail = result
+        old = existing.get(key)
+        base = dict(path=key, size=entry.size, mtime_ns=entry.mtime_ns, content_hash=digest)
+        if reason is not None:
+            self.records.append(FileRecord(None, **base, width=None, height=None,
+                                           status="skipped", reason=reason, detail=detail))
+            self.counts["skipped"] += 1
+            self.reasons[reason] += 1
+            return
+        if digest in movable:  # renamed or moved: same id, same vector
+            src = movable.pop(digest)
+            missing.pop(src.path, None)
+            self.renames.append((src.path, FileRecord(None, **base, width=src.width, height=src.height,
+                                                      status="ok", row=src.row)))
+            self.counts["renamed"] += 1
+            return
+        if old is not None and old.status == "ok" and old.content_hash == digest:
+            self.records.append(FileRecord(None, **base, width=old.width, height=old.height,
+                                           status="ok", row=old.row))  # touched only
+            self.counts["unchanged"] += 1
+            return
+        twins = self.store.catalog.by_hash(digest) if digest else []
+        if twins:  # a copy of an indexed file
+            t = twins[0]
+            self.records.append(FileRecord(None, **base, width=t.width, height=t.height,
+                                           status="ok", row=t.row))
+            self.counts["reused"] += 1
+            return
+        if prepared is None:  # hash was known to the worker but its entry moved meanwhile
+            prepared = _load_again(entry, self.extractor)
+            if isinstance(prepared, tuple):
+                return self.take(prepared, key, existing, {}, missing)
+        self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
+        self.prepared.append(prepared)
+        self.counts["updated" if old is not None else "added"] += 1
+
+    def flush(self) -> None:
+        if not (self.records or self.renames):
+            return
+        vectors = self.extractor.embed_prepared(self.prepared) if self.prepared else None
+        self.store.commit(vectors=vectors, records=self.records, renames=self.renames)
+        r = self.report
+        r.added += self.counts["added"]
+        r.updated += self.counts["updated"]
+        r.renamed += self.counts["renamed"]
+        r.reused += self.counts["reused"]
+        r.unchanged += self.counts["unchanged"]
+        r.skipped += self.counts["skipped"]
+        r.skip_reasons.update(self.reasons)
+        self.records, self.renames, self.prepared = [], [], []
+        self.counts, self.reasons = Counter(), Counter()
+
+
+def _load_again(entry: FileEntry, extractor: Extractor):
+    try:
+        img = decode.decode_file(entry.path, min_side=extractor.min_side)
+    except decode.DecodeError as e:
+        return entry, None, None, None, None, e.reason.value, e.detail
+    return extractor.prepare(img.pixels)

@@ -1,0 +1,109 @@
+"""Sources stage: find image files under a folder and identify them.
+
+A file is identified by its absolute path (as walked, symlinks not resolved),
+size, modification time in nanoseconds and, when needed, a content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterator
+
+#: File name extensions (lower case) that are treated as images.
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib",
+        ".tif", ".tiff", ".heic", ".heif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm",
+        ".tga", ".jp2", ".ico",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # absolute; may contain surrogate escapes for non-UTF-8 names
+    size: int  # bytes
+    mtime_ns: int
+
+
+def display_path(path: str) -> str:
+    """A printable, UTF-8-safe form of ``path`` (invalid bytes as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def content_hash(data: bytes) -> str:
+    """Hex BLAKE2b-128 digest of the file's bytes."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def walk(
+    root: str | os.PathLike,
+    *,
+    include_hidden: bool = False,
+    follow_symlinks: bool = True,
+) -> Iterator[FileEntry]:
+    """Yield every image file under ``root`` (recursively), sorted per folder.
+
+    ``root`` may also be a single file. Symlinked folders are followed once:
+    a folder already visited (same device and inode) is not entered again,
+    so symlink loops end. Hidden files and folders (name starting with ``.``)
+    are skipped unless ``include_hidden``. Folders that cannot be listed are
+    passed over silently; files that cannot be stat'ed are yielded with size
+    and mtime 0 so that the decode stage records why they failed.
+    """
+    root = os.path.abspath(os.fspath(root))
+    try:
+        st = os.stat(root)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        yield FileEntry(root, st.st_size, st.st_mtime_ns)
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            fst = os.stat(folder)
+        except OSError:
+            continue
+        key = (fst.st_dev, fst.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            if not include_hidden and entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
+            except OSError:
+                continue
+            if is_dir:
+                subfolders.append(entry.path)
+                continue
+            if not is_image_name(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=True):
+                    continue
+                est = entry.stat(follow_symlinks=True)
+                yield FileEntry(entry.path, est.st_size, est.st_mtime_ns)
+            except OSError:
+                # broken symlink or a file that vanished: let decode say why
+                if entry.is_symlink():
+                    continue
+                yield FileEntry(entry.path, 0, 0)
+        stack.extend(reversed(subfolders))

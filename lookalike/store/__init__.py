@@ -1,0 +1,151 @@
+"""Store stage: an index directory = manifest + SQLite catalog + vector file.
+
+Layout of an index directory::
+
+    manifest.json     schema version, extractor spec, dim, dtype, metric
+    catalog.sqlite    files (path, size, mtime, content hash, status, row), roots, meta
+    vectors.bin       raw (n_rows, width) array of the manifest's dtype
+    lock              taken (flock) by the one process allowed to write
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .catalog import Catalog, FileRecord
+from .manifest import (
+    ExtractorMismatch,
+    IndexStoreError,
+    Manifest,
+    NotAnIndex,
+    SchemaTooNew,
+    check_extractor,
+    read_manifest,
+    write_manifest,
+)
+from .vectors import VectorFile
+
+__all__ = [
+    "IndexStore", "Manifest", "FileRecord", "IndexStoreError", "NotAnIndex",
+    "ExtractorMismatch", "SchemaTooNew", "IndexLocked",
+]
+
+
+class IndexLocked(IndexStoreError):
+    pass
+
+
+class IndexStore:
+    """An open index directory. Reading is always allowed; writing needs :meth:`writing`."""
+
+    def __init__(self, directory: str | os.PathLike, manifest: Manifest):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.catalog = Catalog(str(self.directory / manifest.catalog))
+        self.vectors = VectorFile(
+            str(self.directory / manifest.vectors), self._width(manifest), manifest.dtype
+        )
+        self._lock_fd: int | None = None
+
+    @staticmethod
+    def _width(m: Manifest) -> int:
+        return m.dim // 8 if m.metric == "hamming" else m.dim
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike, manifest: Manifest) -> "IndexStore":
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if (directory / "manifest.json").exists():
+            raise IndexStoreError(f"{directory} already holds an index; open it instead")
+        if any(p.name not in ("lock",) for p in directory.iterdir()):
+            raise IndexStoreError(f"{directory} is not empty; choose a new or empty folder for the index")
+        store = cls(directory, manifest)  # creates catalog
+        store.vectors.truncate(0)
+        write_manifest(directory, manifest)  # last: its presence marks a complete index
+        return store
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, extractor_spec: dict[str, Any] | None = None) -> "IndexStore":
+        manifest = read_manifest(directory)
+        if extractor_spec is not None:
+            check_extractor(manifest, extractor_spec, str(directory))
+        return cls(directory, manifest)
+
+    def close(self) -> None:
+        self.release()
+        self.catalog.close()
+
+    # -- writer lock -------------------------------------------------------
+    def acquire(self) -> None:
+        """Become the only writer; raises :class:`IndexLocked` if another process is."""
+        if self._lock_fd is not None:
+            return
+        path = self.directory / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexLocked(
+                    f"another lookalike process (pid {holder}) is writing to {self.directory}; "
+                    "wait for it to finish"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        # drop bytes a killed writer appended but never committed
+        self.vectors.truncate(self.catalog.n_rows())
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    @contextmanager
+    def writing(self) -> Iterator["IndexStore"]:
+        self.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    # -- data ----------------------------------------------------------------
+    def matrix(self) -> np.ndarray:
+        """Memory map of every committed vector row (live or not)."""
+        return self.vectors.read(self.catalog.n_rows())
+
+    def commit(self, *, vectors: np.ndarray | None = None, records=(), **kw) -> None:
+        """Append ``vectors`` (rows referenced by ``records``' ``row``) and commit all at once.
+
+        ``records`` with ``row=None`` and ``status='ok'`` are numbered in order
+        onto the appended rows.
+        """
+        if self._lock_fd is None:
+            raise IndexStoreError("commit needs the writer lock (use store.writing())")
+        n_rows = self.catalog.n_rows()
+        records = list(records)
+        if vectors is not None and len(vectors):
+            self.vectors.append(n_rows, vectors)
+            fresh = iter(range(n_rows, n_rows + len(vectors)))
+            records = [
+                r if (r.status != "ok" or r.row is not None) else _with_row(r, next(fresh))
+                for r in records
+            ]
+            n_rows += len(vectors)
+        self.catalog.commit(upserts=records, n_rows=n_rows, **kw)
+
+
+def _with_row(r: FileRecord, row: int) -> FileRecord:
+    from dataclasses import replace
+
+    return replace(r, row=row)

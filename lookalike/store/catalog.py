@@ -1,0 +1,168 @@
+"""``catalog.sqlite``: one row per file seen, with its identity and status.
+
+``status`` is ``ok`` (the file has a vector at ``row`` of the vector file) or
+``skipped`` (``reason`` is a :class:`lookalike.decode.SkipReason` value and
+``detail`` the decoder's message). ``meta`` holds the schema version and
+``n_rows``, the number of committed vector rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+CATALOG_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,
+    width INTEGER,
+    height INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'skipped')),
+    reason TEXT,
+    detail TEXT,
+    row INTEGER,
+    indexed_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: int | None
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    row: int | None = None
+
+
+_COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, reason, detail, row"
+
+
+class Catalog:
+    def __init__(self, path: str, *, readonly: bool = False):
+        self.path = path
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0')",
+                (str(CATALOG_VERSION),),
+            )
+        self.db.execute("PRAGMA busy_timeout=10000")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reads -------------------------------------------------------------
+    def n_rows(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()[0])
+
+    def version(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key='catalog_version'").fetchone()[0])
+
+    def get(self, path: str) -> FileRecord | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE path=?", (path,)).fetchone()
+        return FileRecord(*row) if row else None
+
+    def records(self, *, under: str | None = None, status: str | None = None) -> Iterator[FileRecord]:
+        sql, args = f"SELECT {_COLUMNS} FROM files WHERE 1=1", []
+        if under is not None:
+            sql += " AND (path = ? OR substr(path, 1, ?) = ?)"
+            prefix = under.rstrip("/") + "/"
+            args += [under, len(prefix), prefix]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        for row in self.db.execute(sql + " ORDER BY path", args):
+            yield FileRecord(*row)
+
+    def live(self) -> tuple[list[int], list[str], list[int]]:
+        """ids, paths and vector rows of every ``ok`` file, in one consistent read."""
+        ids, paths, rows = [], [], []
+        for i, p, r in self.db.execute("SELECT id, path, row FROM files WHERE status='ok' ORDER BY path"):
+            ids.append(i), paths.append(p), rows.append(r)
+        return ids, paths, rows
+
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "skipped": 0}
+        for status, n in self.db.execute("SELECT status, count(*) FROM files GROUP BY status"):
+            out[status] = n
+        return out
+
+    def skip_counts(self) -> dict[str, int]:
+        q = "SELECT reason, count(*) FROM files WHERE status='skipped' GROUP BY reason ORDER BY reason"
+        return dict(self.db.execute(q).fetchall())
+
+    def roots(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def by_hash(self, content_hash: str) -> list[FileRecord]:
+        q = f"SELECT {_COLUMNS} FROM files WHERE content_hash=? AND status='ok' ORDER BY id"
+        return [FileRecord(*r) for r in self.db.execute(q, (content_hash,))]
+
+    # -- writes (each call is one transaction) -------------------------------
+    def commit(
+        self,
+        *,
+        upserts: Iterable[FileRecord] = (),
+        renames: Iterable[tuple[str, FileRecord]] = (),
+        deletes: Iterable[str] = (),
+        n_rows: int | None = None,
+        root: str | None = None,
+    ) -> None:
+        """Apply a batch atomically: renamed, new or changed files, removed paths, row count.
+
+        A rename ``(old_path, record)`` moves the entry at ``old_path`` to
+        ``record.path`` keeping its id and vector row.
+        """
+        now = time.time_ns()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for old, r in renames:
+                db.execute("DELETE FROM files WHERE path=?", (r.path,))
+                db.execute(
+                    "UPDATE files SET path=?, size=?, mtime_ns=?, indexed_ns=? WHERE path=?",
+                    (r.path, r.size, r.mtime_ns, now, old),
+                )
+            for r in upserts:
+                db.execute(
+                    "INSERT INTO files (path, size, mtime_ns, content_hash, width, height, status,"
+                    " reason, detail, row, indexed_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
+                    " content_hash=excluded.content_hash, width=excluded.width, height=excluded.height,"
+                    " status=excluded.status, reason=excluded.reason, detail=excluded.detail,"
+                    " row=excluded.row, indexed_ns=excluded.indexed_ns",
+                    (r.path, r.size, r.mtime_ns, r.content_hash, r.width, r.height, r.status,
+                     r.reason, r.detail, r.row, now),
+                )
+            for p in deletes:
+                db.execute("DELETE FROM files WHERE path=?", (p,))
+            if n_rows is not None:
+                db.execute("UPDATE meta SET value=? WHERE key='n_rows'", (str(n_rows),))
+            if root is not None:
+                db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (root, now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
