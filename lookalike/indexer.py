@@ -15,7 +15,7 @@ import signal
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -215,6 +215,8 @@ class _Batch:
         self.records: list[FileRecord] = []
         self.renames: list[tuple[str, FileRecord]] = []
         self.prepared: list[np.ndarray] = []
+        self.pending: dict[str, int] = {}  # content hash -> position in prepared
+        self.twins: list[tuple[FileRecord, int]] = []  # copies of a file in this batch
         self.counts: Counter = Counter()
         self.reasons: Counter = Counter()
 
@@ -250,11 +252,18 @@ class _Batch:
                                            status="ok", row=t.row))
             self.counts["reused"] += 1
             return
+        if digest in self.pending:  # a copy of a file waiting in this batch
+            self.twins.append((FileRecord(None, **base, width=width, height=height, status="ok"),
+                               self.pending[digest]))
+            self.counts["reused"] += 1
+            return
         if prepared is None:  # hash was known to the worker but its entry moved meanwhile
             prepared = _load_again(entry, self.extractor)
             if isinstance(prepared, tuple):
                 return self.take(prepared, key, existing, {}, missing)
         self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
+        if digest:
+            self.pending[digest] = len(self.prepared)
         self.prepared.append(prepared)
         self.counts["updated" if old is not None else "added"] += 1
 
@@ -262,7 +271,9 @@ class _Batch:
         if not (self.records or self.renames):
             return
         vectors = self.extractor.embed_prepared(self.prepared) if self.prepared else None
-        self.store.commit(vectors=vectors, records=self.records, renames=self.renames)
+        first_row = self.store.catalog.n_rows()  # where store.commit appends these vectors
+        twins = [replace(rec, row=first_row + i) for rec, i in self.twins]
+        self.store.commit(vectors=vectors, records=self.records + twins, renames=self.renames)
         r = self.report
         r.added += self.counts["added"]
         r.updated += self.counts["updated"]
@@ -272,6 +283,7 @@ class _Batch:
         r.skipped += self.counts["skipped"]
         r.skip_reasons.update(self.reasons)
         self.records, self.renames, self.prepared = [], [], []
+        self.pending, self.twins = {}, []
         self.counts, self.reasons = Counter(), Counter()
 
 

@@ -1,0 +1,71 @@
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+ODD = DATA / "odd"
+DEMO = ROOT / "lookalike" / "demo" / "images"
+BENCH = ROOT.parent / "shared" / "bench"
+
+
+@pytest.fixture
+def odd_dir() -> Path:
+    return ODD
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder with copies of the bundled demo photos."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture
+def bench_dir() -> Path:
+    if not (BENCH / "ground_truth.csv").exists():
+        pytest.skip(f"public benchmark not found at {BENCH} (only present in the development checkout)")
+    return BENCH
+
+
+def make_pattern_images(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Path]:
+    """``n`` distinct small JPEGs with random blocky patterns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((size, size), Image.NEAREST)
+        p = folder / f"img{i:04d}.jpg"
+        img.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def png_bomb(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header declares ``width x height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def gif_bomb(path: Path, width: int, height: int) -> Path:
+    """A tiny GIF whose logical screen and frame declare ``width x height``."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    path.write_bytes(header + frame + b"\x3b")
+    return path
