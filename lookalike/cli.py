@@ -189,6 +189,19 @@ def info(index_dir, as_json, show_all):
 
 
 @main.command()
+@click.argument("index_dir", type=click.Path())
+def check(index_dir):
+    """Check an index's integrity (catalog, vector rows); exit 1 if anything is wrong."""
+    with _errors(), Index.open(index_dir) as ix:
+        problems = ix.check()
+    for p in problems:
+        click.echo(f"problem: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{index_dir}: ok")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True)
 def extractors(as_json):
     """List the registered extractors."""

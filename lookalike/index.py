@@ -218,6 +218,10 @@ class Index:
         """Every image under ``folder`` as a query, in path order."""
         return self.search_many([e.path for e in walk(os.path.expanduser(os.fspath(folder)))], k)
 
+    def check(self) -> list[str]:
+        """Integrity problems of the index directory; an empty list means consistent."""
+        return self.store.check()
+
     def skipped(self) -> list[FileRecord]:
         """Files that could not be indexed, with ``reason`` and ``detail``."""
         return list(self.store.catalog.records(status="skipped"))

@@ -119,6 +119,29 @@ class IndexStore:
         finally:
             self.release()
 
+    def check(self) -> list[str]:
+        """Integrity problems (empty list = consistent): catalog, vector rows, file size."""
+        problems = []
+        db = self.catalog.db
+        result = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if result != "ok":
+            problems.append(f"catalog.sqlite: {result}")
+        n_rows = self.catalog.n_rows()
+        size = os.path.getsize(self.vectors.path) if os.path.exists(self.vectors.path) else 0
+        if size < n_rows * self.vectors.row_bytes:
+            problems.append(f"vector file has {size} bytes, {n_rows} committed rows need {n_rows * self.vectors.row_bytes}")
+        bad = db.execute(
+            "SELECT count(*) FROM files WHERE status='ok' AND (row IS NULL OR row < 0 OR row >= ?)", (n_rows,)
+        ).fetchone()[0]
+        if bad:
+            problems.append(f"{bad} indexed files point at missing vector rows")
+        odd = db.execute(
+            "SELECT count(*) FROM files WHERE status='skipped' AND (reason IS NULL OR row IS NOT NULL)"
+        ).fetchone()[0]
+        if odd:
+            problems.append(f"{odd} skipped files without a reason or with a vector")
+        return problems
+
     # -- data ----------------------------------------------------------------
     def matrix(self) -> np.ndarray:
         """Memory map of every committed vector row (live or not)."""
