@@ -21,7 +21,8 @@ def committed_rows(idx) -> int:
     try:
         db = sqlite3.connect(f"file:{idx}/catalog.sqlite?mode=ro", uri=True, timeout=5)
         try:
-            return int(db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()[0])
+            row = db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()
+            return int(row[0]) if row else 0
         finally:
             db.close()
     except sqlite3.Error:

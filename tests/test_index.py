@@ -199,3 +199,18 @@ def test_readers_see_a_writers_commits(tmp_path, photos):
         assert len(reader.search(DEMO / "cat.jpg", k=5)) == 0
         writer.add(photos, jobs=1)
         assert reader.search(DEMO / "cat.jpg", k=1)[0].path == str(photos / "cat.jpg")
+
+
+def test_interrupted_creation_can_be_redone(tmp_path):
+    from lookalike.store import Catalog
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    Catalog(str(idx / "catalog.sqlite")).close()  # killed before the manifest was written
+    with Index.open_or_create(idx, "phash") as ix:
+        assert ix.extractor.name == "phash"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not empty"):
+        Index.create(other, "phash")

@@ -64,8 +64,13 @@ class IndexStore:
         directory.mkdir(parents=True, exist_ok=True)
         if (directory / "manifest.json").exists():
             raise IndexStoreError(f"{directory} already holds an index; open it instead")
-        if any(p.name not in ("lock",) for p in directory.iterdir()):
+        own = {manifest.catalog, manifest.catalog + "-wal", manifest.catalog + "-shm",
+               manifest.vectors, "manifest.json.tmp", "lock"}
+        if any(p.name not in own for p in directory.iterdir()):
             raise IndexStoreError(f"{directory} is not empty; choose a new or empty folder for the index")
+        # Only our own files and no manifest: a creation that was interrupted. Start over.
+        for name in own - {"lock"}:
+            (directory / name).unlink(missing_ok=True)
         store = cls(directory, manifest)  # creates catalog
         store.vectors.truncate(0)
         write_manifest(directory, manifest)  # last: its presence marks a complete index
