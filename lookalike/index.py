@@ -171,23 +171,29 @@ class Index:
             self._live_key = key
         return self._live
 
-    def embed(self, query: Query) -> np.ndarray:
-        """One query -> its ``(width,)`` vector. Indexed paths reuse their stored vector."""
+    def _prepare(self, query: Query) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(stored_vector, None)`` for an indexed, unchanged path, else ``(None, prepared)``."""
         if isinstance(query, Image.Image):
-            pixels = decode.to_rgb(query)
-        elif isinstance(query, np.ndarray):
-            pixels = query
-        else:
-            path = os.path.abspath(os.path.expanduser(os.fspath(query)))
-            rec = self.store.catalog.get(display_path(path))
-            if rec is not None and rec.status == "ok" and _same_file(rec, path):
-                return np.array(self.live().matrix[rec.row])
-            try:
-                pixels = decode.decode_file(path, min_side=self.extractor.min_side,
-                                            max_pixels=self.max_pixels).pixels
-            except decode.DecodeError as e:
-                raise QueryError(display_path(path), e) from None
-        return self.extractor.embed([pixels])[0]
+            return None, self.extractor.prepare(decode.to_rgb(query))
+        if isinstance(query, np.ndarray):
+            return None, self.extractor.prepare(query)
+        path = os.path.abspath(os.path.expanduser(os.fspath(query)))
+        rec = self.store.catalog.get(display_path(path))
+        if rec is not None and rec.status == "ok" and _same_file(rec, path):
+            return np.array(self.live().matrix[rec.row]), None
+        try:
+            pixels = decode.decode_file(path, min_side=self.extractor.min_side, max_pixels=self.max_pixels).pixels
+        except decode.DecodeError as e:
+            raise QueryError(display_path(path), e) from None
+        return None, self.extractor.prepare(pixels)
+
+    def embed(self, query: Query) -> np.ndarray:
+        """One query (path, PIL image or RGB array) -> its ``(width,)`` vector.
+
+        An indexed path whose file is unchanged reuses its stored vector.
+        """
+        stored, prepared = self._prepare(query)
+        return stored if stored is not None else self.extractor.embed_prepared([prepared])[0]
 
     def search(self, query: Query, k: int | None = 10) -> list[SearchResult]:
         """The ``k`` indexed images most like ``query`` (a path, PIL image or RGB array).
@@ -197,22 +203,33 @@ class Index:
         vector = self.embed(query)
         return search_vectors(self.live(), vector[None], k, self.store.manifest.metric, self.extractor.dim)[0]
 
-    def search_many(self, queries: Iterable[Query], k: int | None = 10) -> list[QueryResult]:
-        """Search several queries in one pass; a bad query gives an error entry, not an exception."""
-        names, vectors, results = [], [], {}
+    def search_many(self, queries: Iterable[Query], k: int | None = 10, *, chunk: int = 256) -> list[QueryResult]:
+        """Search several queries, embedded in batches; a bad query gives an error entry."""
+        out: list[QueryResult] = []
+        pending: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
+
+        def flush() -> None:
+            fresh = [p for _, v, p in pending if v is None]
+            embedded = iter(self.extractor.embed_prepared(fresh)) if fresh else iter(())
+            vectors = np.stack([v if v is not None else next(embedded) for _, v, _ in pending])
+            found = search_vectors(self.live(), vectors, k, self.store.manifest.metric, self.extractor.dim)
+            out.extend(QueryResult(name, hits) for (name, _, _), hits in zip(pending, found))
+            pending.clear()
+
         for i, q in enumerate(queries):
             name = display_path(os.fspath(q)) if isinstance(q, (str, os.PathLike)) else f"<image {i}>"
-            names.append(name)
             try:
-                vectors.append((i, self.embed(q)))
+                pending.append((name, *self._prepare(q)))
             except QueryError as e:
-                results[i] = QueryResult(name, [], e.reason.value, e.detail)
-        if vectors:
-            matrix = np.stack([v for _, v in vectors])
-            found = search_vectors(self.live(), matrix, k, self.store.manifest.metric, self.extractor.dim)
-            for (i, _), hits in zip(vectors, found):
-                results[i] = QueryResult(names[i], hits)
-        return [results[i] for i in range(len(names))]
+                if pending:
+                    flush()
+                out.append(QueryResult(name, [], e.reason.value, e.detail))
+                continue
+            if len(pending) >= chunk:
+                flush()
+        if pending:
+            flush()
+        return out
 
     def search_folder(self, folder: str | os.PathLike, k: int | None = 10) -> list[QueryResult]:
         """Every image under ``folder`` as a query, in path order."""
