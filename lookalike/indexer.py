@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
@@ -65,8 +66,19 @@ class IndexInterrupted(Exception):
 _worker: dict[str, Any] = {}
 
 
-def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+def _exit_with_parent(parent: int) -> None:
+    """Worker side: exit as soon as the indexing process is gone (e.g. kill -9)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str], in_worker: bool = True) -> None:
+    if in_worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+        # A killed parent never closes the task queue (every worker holds its
+        # write end), so workers would wait forever: watch the parent instead.
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker["extractor"] = registry.create(spec)
     _worker["max_pixels"] = max_pixels
     _worker["known"] = known_hashes
@@ -108,8 +120,7 @@ def _loaded(
     slow the consumer is.
     """
     if jobs <= 1:
-        _worker_init(*init_args)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _worker_init(*init_args, in_worker=False)
         for e in entries:
             yield _load(e)
         return

@@ -1,5 +1,6 @@
 """Kill a real indexing process at random moments; the index must survive and resume."""
 
+import os
 import random
 import signal
 import sqlite3
@@ -47,6 +48,23 @@ def wait_for_rows(proc, idx, at_least: int, timeout: float = 120) -> bool:
     return False
 
 
+def children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return {int(x) for x in f.read().split()}
+    except OSError:
+        return set()
+
+
+def wait_gone(pids: set[int], timeout: float = 10) -> set[int]:
+    end = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < end:
+        alive = {p for p in alive if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]}
+        time.sleep(0.1)
+    return alive
+
+
 def vectors_by_path(idx) -> dict:
     with Index.open(idx) as ix:
         assert ix.check() == []
@@ -80,8 +98,10 @@ def test_sigkill_at_random_points_then_resume(image_folder, reference, tmp_path)
         # let it commit some batches, then kill it at a random moment in the middle of one
         if wait_for_rows(proc, idx, target):
             time.sleep(rng.uniform(0, 0.05))
+            workers = children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             kills += 1
+            assert wait_gone(workers) == set(), "decoding workers outlived the killed indexer"
         proc.wait(timeout=120)
         with Index.open(idx) as ix:  # opens, consistent, no half-written entries
             assert ix.check() == []
