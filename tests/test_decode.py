@@ -174,3 +174,18 @@ def test_hostile_bytes_never_raise_anything_else():
             assert d.pixels.ndim == 3 and d.pixels.shape[2] == 3
         except DecodeError as e:
             assert isinstance(e.reason, SkipReason)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_decode(tmp_path, fmt):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / f"photo.{fmt.lower()}"
+    try:
+        Image.new("RGB", (64, 48), (200, 30, 30)).save(path, format=fmt)
+    except (KeyError, OSError, ValueError) as e:
+        pytest.skip(f"this Pillow/pillow-heif build cannot write {fmt}: {e}")
+    px = decode.decode_file(path).pixels
+    assert px.shape == (48, 64, 3)
+    assert np.abs(px.reshape(-1, 3).mean(0) - [200, 30, 30]).max() < 12
