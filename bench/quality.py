@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import metrics  # noqa: E402
 from bench.common import (  # noqa: E402
-    DEFAULT_BENCH, extractor_label, machine_info, markdown_table, print_header, slug,
+    DEFAULT_BENCH, command_line, extractor_label, machine_info, markdown_table, print_header, slug,
 )
 from lookalike import Index  # noqa: E402
 from lookalike.extractors import registry  # noqa: E402
@@ -265,8 +265,6 @@ def main(argv=None) -> int:
     total = time.perf_counter() - started
 
     if args.json:
-        from bench.common import command_line
-
         print(json.dumps({
             "command": command_line(), "machine": machine, "bench": str(bench),
             "queries": len(ground_truth), "jobs": args.jobs, "results": results,

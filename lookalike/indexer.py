@@ -79,6 +79,9 @@ def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str], in_w
         # A killed parent never closes the task queue (every worker holds its
         # write end), so workers would wait forever: watch the parent instead.
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from the worker processes
     _worker["extractor"] = registry.create(spec)
     _worker["max_pixels"] = max_pixels
     _worker["known"] = known_hashes
@@ -195,7 +198,7 @@ def index_folder(
         missing = {p: r for p, r in existing.items() if p not in walked}
         movable = {r.content_hash: r for r in missing.values() if r.status == "ok" and r.content_hash}
 
-        batch = _Batch(store, extractor, report)
+        batch = _Batch(store, extractor, report, max_pixels)
         total = len(todo)
         if progress:
             progress(0, total)
@@ -221,8 +224,9 @@ def index_folder(
 class _Batch:
     """Records and prepared images waiting for one commit."""
 
-    def __init__(self, store: IndexStore, extractor: Extractor, report: IndexReport):
+    def __init__(self, store: IndexStore, extractor: Extractor, report: IndexReport, max_pixels: int):
         self.store, self.extractor, self.report = store, extractor, report
+        self.max_pixels = max_pixels
         self.records: list[FileRecord] = []
         self.renames: list[tuple[str, FileRecord]] = []
         self.prepared: list[np.ndarray] = []
@@ -269,7 +273,7 @@ class _Batch:
             self.counts["reused"] += 1
             return
         if prepared is None:  # hash was known to the worker but its entry moved meanwhile
-            prepared = _load_again(entry, self.extractor)
+            prepared = _load_again(entry, self.extractor, self.max_pixels)
             if isinstance(prepared, tuple):
                 return self.take(prepared, key, existing, {}, missing)
         self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
@@ -298,9 +302,9 @@ class _Batch:
         self.counts, self.reasons = Counter(), Counter()
 
 
-def _load_again(entry: FileEntry, extractor: Extractor):
+def _load_again(entry: FileEntry, extractor: Extractor, max_pixels: int):
     try:
-        img = decode.decode_file(entry.path, min_side=extractor.min_side)
+        img = decode.decode_file(entry.path, min_side=extractor.min_side, max_pixels=max_pixels)
     except decode.DecodeError as e:
         return entry, None, None, None, None, e.reason.value, e.detail
     return extractor.prepare(img.pixels)

@@ -38,18 +38,26 @@ class LiveSet:
 
 
 def scores(live: LiveSet, queries: np.ndarray, metric: str, bits: int) -> np.ndarray:
-    """``(q, m)`` similarity of each query to each live vector (float32)."""
+    """``(q, m)`` similarity of each query to each live vector (float32).
+
+    The matrix is read in contiguous slices straight from the memory map (no
+    gather copy); rows no live file uses any more are scored and dropped.
+    """
     q = np.atleast_2d(queries)
-    out = np.empty((q.shape[0], len(live.rows)), np.float32)
-    for start in range(0, len(live.rows), CHUNK_ROWS):
-        rows = live.rows[start : start + CHUNK_ROWS]
-        block = np.asarray(live.matrix[rows])
+    n_rows = len(live.matrix)
+    out = np.empty((q.shape[0], n_rows), np.float32)
+    if metric != "hamming":
+        q = q.astype(np.float32, copy=False)
+    for start in range(0, n_rows, CHUNK_ROWS):
+        block = live.matrix[start : start + CHUNK_ROWS]
         if metric == "hamming":
-            dist = np.bitwise_count(block[None, :, :] ^ q[:, None, :]).sum(axis=2)
-            out[:, start : start + len(rows)] = 1.0 - dist / bits
+            dist = np.zeros((q.shape[0], len(block)), np.int32)
+            for j in range(block.shape[1]):  # byte by byte: no (q, rows, bytes) temporary
+                dist += np.bitwise_count(q[:, j, None] ^ block[None, :, j])
+            out[:, start : start + len(block)] = 1.0 - dist / bits
         else:
-            out[:, start : start + len(rows)] = q.astype(np.float32) @ block.T.astype(np.float32)
-    return out
+            out[:, start : start + len(block)] = q @ block.T
+    return out[:, live.rows]
 
 
 def top_k(row_scores: np.ndarray, k: int | None) -> np.ndarray:

@@ -103,6 +103,9 @@ class CnnExtractor(Extractor):
             opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Idle ORT threads would otherwise spin and starve the decoding
+            # workers and NumPy's BLAS threads on small machines.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(
                 str(MODEL_PATH), sess_options=opts, providers=["CPUExecutionProvider"]
             )
