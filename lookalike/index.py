@@ -144,7 +144,10 @@ class Index:
         """Index the images under ``folder`` (or one file); incremental, resumable.
 
         Returns an :class:`~lookalike.indexer.IndexReport` of what changed.
-        ``progress(done, total)`` is called as files are processed.
+        ``progress(done, total)`` is called as files are processed. ``jobs``:
+        decoding processes (default: CPU count; 1 = decode in this process).
+        Worker processes are started with ``spawn``, so a script that calls
+        this with ``jobs != 1`` needs the usual ``if __name__ == "__main__":`` guard.
         """
         folder = os.path.expanduser(os.fspath(folder))
         try:
