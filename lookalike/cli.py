@@ -12,6 +12,7 @@ import click
 
 from . import __version__, decode
 from .extractors import registry
+from .extractors.keypoints import NotTrained
 from .index import Index, QueryError
 from .indexer import IndexInterrupted, IndexReport
 from .store import IndexStoreError
@@ -22,7 +23,7 @@ def _errors():
     """Turn expected failures into one clear line on stderr and exit status 1."""
     try:
         yield
-    except (IndexStoreError, registry.UnknownExtractor, QueryError, FileNotFoundError, ValueError) as e:
+    except (IndexStoreError, registry.UnknownExtractor, QueryError, NotTrained, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -208,15 +209,25 @@ def extractors(as_json):
     rows = []
     for name in sorted(registry.available()):
         cls = registry.extractor_class(name)
-        ext = registry.create(name)
-        rows.append({"name": name, "dim": ext.dim, "dtype": ext.dtype, "metric": ext.metric,
-                     "speed": cls.speed, "description": cls.description, "spec": ext.spec()})
+        usage = getattr(cls, "usage", None)  # set by extractors that need settings (a path, parts)
+        ext = None
+        if usage is None:
+            try:
+                ext = registry.create(name)
+            except (TypeError, ValueError, OSError):  # needs settings or is unavailable here
+                pass
+        description = f"{cls.description} (use {usage})" if usage else cls.description
+        rows.append({"name": name, "dim": ext.dim if ext else None,
+                     "dtype": ext.dtype if ext else getattr(cls, "dtype", None),
+                     "metric": ext.metric if ext else getattr(cls, "metric", None),
+                     "speed": cls.speed, "description": description, "spec": ext.spec() if ext else None})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         default = " (default)" if r["name"] == registry.DEFAULT else ""
-        click.echo(f"{r['name']:12s} {r['dim']:5d}-d {r['metric']:8s} {r['speed']:6s} {r['description']}{default}")
+        dim = f"{r['dim']:5d}-d" if r["dim"] is not None else f"{'-':>5s}  "
+        click.echo(f"{r['name']:12s} {dim} {r['metric'] or '-':8s} {r['speed']:6s} {r['description']}{default}")
 
 
 @main.command()

@@ -106,6 +106,8 @@ class Index:
         wanted = registry.create(extractor, threads=threads).spec() if extractor is not None else None
         store = IndexStore.open(path, wanted)
         ext = registry.create(store.manifest.extractor, threads=threads)
+        if ext.trainable:
+            ext.load_state(store.load_state())
         return cls(store, ext, max_pixels)
 
     @classmethod

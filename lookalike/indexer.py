@@ -198,6 +198,8 @@ def index_folder(
         missing = {p: r for p, r in existing.items() if p not in walked}
         movable = {r.content_hash: r for r in missing.values() if r.status == "ok" and r.content_hash}
 
+        if extractor.trainable and not extractor.is_trained() and todo:
+            _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset()))
         batch = _Batch(store, extractor, report, max_pixels)
         total = len(todo)
         if progress:
@@ -219,6 +221,15 @@ def index_folder(
             raise IndexInterrupted(report) from None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _train(store: IndexStore, extractor: Extractor, todo: list[FileEntry], jobs: int, init_args: tuple) -> None:
+    """Learn the extractor's state (e.g. a vocabulary) from an even sample of ``todo``."""
+    n = min(len(todo), getattr(extractor, "train_images", 300))
+    sample = [todo[round(i * (len(todo) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else todo[:1]
+    prepared = [r[4] for r in _loaded(sample, jobs, init_args) if r[4] is not None]
+    extractor.fit(prepared)
+    store.save_state(extractor.state())
 
 
 class _Batch:
@@ -273,9 +284,11 @@ class _Batch:
             self.counts["reused"] += 1
             return
         if prepared is None:  # hash was known to the worker but its entry moved meanwhile
-            prepared = _load_again(entry, self.extractor, self.max_pixels)
-            if isinstance(prepared, tuple):
-                return self.take(prepared, key, existing, {}, missing)
+            try:
+                img = decode.decode_file(entry.path, min_side=self.extractor.min_side, max_pixels=self.max_pixels)
+            except decode.DecodeError as e:
+                return self.take((entry, digest, None, None, None, e.reason.value, e.detail), key, existing, {}, missing)
+            prepared, width, height = self.extractor.prepare(img.pixels), img.width, img.height
         self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
         if digest:
             self.pending[digest] = len(self.prepared)
@@ -300,11 +313,3 @@ class _Batch:
         self.records, self.renames, self.prepared = [], [], []
         self.pending, self.twins = {}, []
         self.counts, self.reasons = Counter(), Counter()
-
-
-def _load_again(entry: FileEntry, extractor: Extractor, max_pixels: int):
-    try:
-        img = decode.decode_file(entry.path, min_side=extractor.min_side, max_pixels=max_pixels)
-    except decode.DecodeError as e:
-        return entry, None, None, None, None, e.reason.value, e.detail
-    return extractor.prepare(img.pixels)

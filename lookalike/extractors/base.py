@@ -70,6 +70,23 @@ class Extractor(ABC):
             return np.zeros((0, self.row_width), dtype=self.dtype)
         return self.embed_prepared([self.prepare(im) for im in images])
 
+    # -- learned state (e.g. a visual vocabulary), stored in the index -------
+    #: True for extractors that must :meth:`fit` on sample images before embedding.
+    trainable: ClassVar[bool] = False
+
+    def is_trained(self) -> bool:
+        return True
+
+    def fit(self, prepared: Sequence[Any]) -> None:
+        """Learn state from :meth:`prepare` outputs of a sample of the collection."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to store in the index (name -> array); empty if none."""
+        return {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec()!r})"
 

@@ -32,6 +32,24 @@ def model_digest(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def cpu_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU inference session for the model file at ``path``.
+
+    ``threads``: intra-op threads (default: CPU count). Shared by every
+    extractor that runs an ONNX graph.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads would otherwise spin and starve the decoding
+    # workers and NumPy's BLAS threads on small machines.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Scale so the shorter side is ``size``, then cut the central ``size x size``.
 
@@ -97,18 +115,7 @@ class CnnExtractor(Extractor):
 
     def _get_session(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads or os.cpu_count() or 1
-            opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Idle ORT threads would otherwise spin and starve the decoding
-            # workers and NumPy's BLAS threads on small machines.
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(
-                str(MODEL_PATH), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(MODEL_PATH, self.threads)
         return self._session
 
     def feature_maps(self, batch: np.ndarray) -> np.ndarray:

@@ -1,8 +1,30 @@
-"""Keypoint descriptors made into fixed-size vectors (OpenCV)."""
+"""Keypoint descriptors (OpenCV) made into fixed-size vectors.
+
+Detectors: ``sift``, ``orb``, ``kaze``, ``akaze``, ``brisk`` and ``brief``
+(FAST corners + BRIEF). Two ways to turn a variable set of descriptors into
+one vector (setting ``aggregation``):
+
+``concat``
+    the OpenCV tutorial's way: the ``n_keypoints`` strongest keypoints'
+    descriptors concatenated in order of detector response, zero-padded.
+    Fragile (order-dependent); kept as a baseline (``kaze-concat``).
+``vlad`` (default)
+    a visual vocabulary of ``words`` k-means centres learned from the first
+    folder indexed, and VLAD aggregation: per word, the sum of residuals of the
+    descriptors assigned to it; each word's block L2-normalised
+    (intra-normalisation), then signed square root, then global L2.
+    The vocabulary is stored in the index (``vocabulary.npy``).
+
+Binary descriptors (ORB, AKAZE, BRISK, BRIEF) are unpacked to 0/1 floats for
+the vocabulary and the residuals: squared Euclidean distance between 0/1
+vectors is their Hamming distance, so assignment is exact Hamming assignment,
+and centres become per-bit frequencies, which k-means can average (a Hamming
+medoid vocabulary cannot). The price is a wider vector (bits x words).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import cv2
 import numpy as np
@@ -10,20 +32,57 @@ import numpy as np
 from .base import Extractor, l2_normalise
 
 
-def _kaze():
-    # OpenCV 5 moved KAZE to the contrib module; 4.x has it in the main one.
-    xf = getattr(cv2, "xfeatures2d", None)
-    if xf is not None and hasattr(xf, "KAZE_create"):
-        return xf.KAZE_create()
-    if hasattr(cv2, "KAZE_create"):
-        return cv2.KAZE_create()
+class NotTrained(RuntimeError):
+    """The extractor needs a vocabulary, learned when the first images are indexed."""
+
+
+def _xf(name: str):
+    # OpenCV 5 moved KAZE, AKAZE, BRISK and BRIEF to the contrib module.
+    for module in (getattr(cv2, "xfeatures2d", None), cv2):
+        if module is not None and hasattr(module, name):
+            return getattr(module, name)
     raise RuntimeError(
-        "this OpenCV build has no KAZE; install opencv-contrib-python-headless "
+        f"this OpenCV build has no {name}; install opencv-contrib-python-headless "
         "(and not opencv-python-headless alongside it)"
     )
 
 
-def _limit_side(gray: np.ndarray, max_side: int) -> np.ndarray:
+#: detector name -> (descriptor bytes or floats, binary?)
+DETECTORS: dict[str, tuple[int, bool]] = {
+    "sift": (128, False),
+    "kaze": (64, False),
+    "orb": (32, True),
+    "akaze": (61, True),
+    "brisk": (64, True),
+    "brief": (32, True),
+}
+
+
+def _detect_and_compute(detector: str, gray: np.ndarray, limit: int, rank_then_compute: bool):
+    """Keypoints (strongest first, at most ``limit``) and their descriptors."""
+    if detector == "brief":
+        finder, describer = cv2.FastFeatureDetector_create(), _xf("BriefDescriptorExtractor_create")(32)
+    elif detector == "orb":
+        finder = describer = cv2.ORB_create(nfeatures=max(limit, 32))
+    elif detector == "sift":
+        finder = describer = cv2.SIFT_create()
+    else:
+        finder = describer = _xf(f"{detector.upper()}_create")()
+    if rank_then_compute or finder is not describer:
+        keypoints = sorted(finder.detect(gray, None), key=lambda k: -k.response)[:limit]
+        if not keypoints:
+            return [], None
+        keypoints, desc = describer.compute(gray, keypoints)
+        return keypoints, desc
+    keypoints, desc = finder.detectAndCompute(gray, None)
+    if desc is None or not len(keypoints):
+        return [], None
+    order = np.argsort([-k.response for k in keypoints], kind="stable")[:limit]
+    return [keypoints[i] for i in order], desc[order]
+
+
+def _grey(image: np.ndarray, max_side: int) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape[:2]
     if max_side and max(h, w) > max_side:
         s = max_side / max(h, w)
@@ -31,49 +90,182 @@ def _limit_side(gray: np.ndarray, max_side: int) -> np.ndarray:
     return gray
 
 
-class KazeConcatExtractor(Extractor):
-    """The OpenCV-for-newbies tutorial's baseline (A. Nikishaev, 2018).
+class KeypointExtractor(Extractor):
+    """Local descriptors of one detector, aggregated by ``concat`` or ``vlad``."""
 
-    The ``n_keypoints`` strongest KAZE keypoints (by detector response), their
-    64-d descriptors concatenated in that order and zero-padded to
-    ``n_keypoints * 64`` values; compared by cosine. Kept as a documented
-    baseline: the vector depends on keypoint order, so it is fragile.
-    Unlike the tutorial, images are first scaled so the longest side is at most
-    ``max_side`` pixels (KAZE's cost grows with the pixel count).
-    """
-
-    name = "kaze-concat"
-    description = "tutorial baseline: 32 strongest KAZE descriptors concatenated, 2048-d"
+    detector: ClassVar[str] = "sift"
     speed = "slow"
     dtype = "float32"
     metric = "cosine"
+    version = 1
 
-    def __init__(self, n_keypoints: int = 32, max_side: int = 512):
+    def __init__(
+        self,
+        aggregation: str = "vlad",
+        words: int = 64,
+        max_keypoints: int = 500,
+        n_keypoints: int = 32,
+        max_side: int = 512,
+        train_images: int = 300,
+        train_descriptors: int = 100_000,
+        seed: int = 0,
+    ):
+        if aggregation not in ("vlad", "concat"):
+            raise ValueError("aggregation must be 'vlad' or 'concat'")
+        self.aggregation = aggregation
+        self.words = int(words)
+        self.max_keypoints = int(max_keypoints)
         self.n_keypoints = int(n_keypoints)
         self.max_side = int(max_side)
-        self.dim = self.n_keypoints * 64
+        self.train_images = int(train_images)
+        self.train_descriptors = int(train_descriptors)
+        self.seed = int(seed)
+        width, self.binary = DETECTORS[self.detector]
+        self.desc_dim = width * 8 if self.binary else width
+        self.dim = (self.words if aggregation == "vlad" else self.n_keypoints) * self.desc_dim
+        self.vocabulary: np.ndarray | None = None
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return self.aggregation == "vlad"
 
     def settings(self) -> dict[str, Any]:
-        return {"n_keypoints": self.n_keypoints, "max_side": self.max_side}
+        if self.aggregation == "concat":
+            return {"aggregation": "concat", "n_keypoints": self.n_keypoints, "max_side": self.max_side}
+        return {
+            "aggregation": "vlad", "words": self.words, "max_keypoints": self.max_keypoints,
+            "max_side": self.max_side, "train_images": self.train_images,
+            "train_descriptors": self.train_descriptors, "seed": self.seed,
+        }
 
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "KeypointExtractor":
+        return cls(**spec)
+
+    # -- per image (worker processes) ----------------------------------------
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        gray = _limit_side(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), self.max_side)
+        """Concat: the final ``(dim,)`` vector. VLAD: ``(n, bytes|floats)`` raw descriptors."""
+        gray = _grey(image, self.max_side)
+        limit = self.n_keypoints if self.aggregation == "concat" else self.max_keypoints
+        width = DETECTORS[self.detector][0]
+        empty = np.zeros((0, width), np.uint8 if self.binary else np.float32)
+        if min(gray.shape) < 16:
+            desc = None
+        else:
+            _, desc = _detect_and_compute(self.detector, gray, limit, self.aggregation == "concat")
+        desc = empty if desc is None else desc
+        if self.aggregation == "vlad":
+            return desc
+        floats = self._floats(desc).reshape(-1)[: self.dim]
         out = np.zeros(self.dim, np.float32)
-        if min(gray.shape) < 8:
-            return out
-        kaze = _kaze()
-        keypoints = kaze.detect(gray)
-        keypoints = sorted(keypoints, key=lambda k: -k.response)[: self.n_keypoints]
-        if not keypoints:
-            return out
-        _, desc = kaze.compute(gray, keypoints)
-        if desc is None:
-            return out
-        flat = desc.reshape(-1)[: self.dim]
-        out[: flat.size] = flat
+        out[: floats.size] = floats
         return out
 
+    def _floats(self, desc: np.ndarray) -> np.ndarray:
+        if self.binary:
+            bits = np.unpackbits(desc, axis=1).astype(np.float32)
+            return bits if self.aggregation == "vlad" else 1.0 - 2.0 * bits  # concat: +-1
+        return desc.astype(np.float32)
+
+    # -- vocabulary ------------------------------------------------------------
+    def is_trained(self) -> bool:
+        return self.aggregation != "vlad" or self.vocabulary is not None
+
+    def fit(self, prepared: Sequence[np.ndarray]) -> None:
+        """Learn the vocabulary from :meth:`prepare` outputs of sample images."""
+        rng = np.random.default_rng(self.seed)
+        per_image = [self._floats(d) for d in prepared if len(d)]
+        data = np.concatenate(per_image) if per_image else np.zeros((0, self.desc_dim), np.float32)
+        if len(data) < self.words * 4:
+            raise NotTrained(
+                f"{self.name}: only {len(data)} descriptors in {len(prepared)} images; "
+                f"learning {self.words} visual words needs at least {self.words * 4} "
+                "(index more or larger images first)"
+            )
+        if len(data) > self.train_descriptors:
+            data = data[rng.choice(len(data), self.train_descriptors, replace=False)]
+        cv2.setRNGSeed(self.seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-4)
+        _, _, centres = cv2.kmeans(np.ascontiguousarray(data), self.words, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+        self.vocabulary = centres.astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {} if self.vocabulary is None else {"vocabulary": self.vocabulary}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        vocab = arrays.get("vocabulary")
+        if vocab is not None:
+            if vocab.shape != (self.words, self.desc_dim):
+                raise ValueError(f"vocabulary has shape {vocab.shape}, expected {(self.words, self.desc_dim)}")
+            self.vocabulary = vocab.astype(np.float32)
+
+    # -- batch ------------------------------------------------------------------
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         if len(prepared) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return l2_normalise(np.stack(prepared))
+        if self.aggregation == "concat":
+            return l2_normalise(np.stack(prepared))
+        if self.vocabulary is None:
+            raise NotTrained(f"{self.name}: no vocabulary yet; index some images first")
+        return np.stack([self._vlad(self._floats(d)) for d in prepared])
+
+    def _vlad(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.words, self.desc_dim), np.float32)
+        if len(x):
+            c = self.vocabulary
+            d2 = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
+            nearest = d2.argmin(1)
+            np.add.at(out, nearest, x - c[nearest])
+            out = l2_normalise(out)  # intra-normalisation, per word
+        flat = out.reshape(-1)
+        flat = np.sign(flat) * np.sqrt(np.abs(flat))
+        return l2_normalise(flat[None])[0]
+
+
+def _make(name: str, detector: str, description: str, speed: str, **defaults: Any) -> type:
+    def __init__(self, **settings: Any) -> None:
+        KeypointExtractor.__init__(self, **{**defaults, **settings})
+
+    attrs = {"name": name, "detector": detector, "description": description, "speed": speed}
+    if defaults:
+        attrs["__init__"] = __init__
+    return type(f"{name.title().replace('-', '')}Extractor", (KeypointExtractor,), attrs)
+
+
+SiftExtractor = _make("sift", "sift", "SIFT descriptors, VLAD over 64 learned words (8192-d)", "slow")
+OrbExtractor = _make("orb", "orb", "ORB binary descriptors, VLAD over 64 learned words (16384-d)", "medium")
+KazeExtractor = _make("kaze", "kaze", "KAZE descriptors, VLAD over 64 learned words (4096-d)", "slow")
+AkazeExtractor = _make("akaze", "akaze", "AKAZE binary descriptors, VLAD over 64 learned words (31232-d)", "slow")
+BriskExtractor = _make("brisk", "brisk", "BRISK binary descriptors, VLAD over 64 learned words (32768-d)", "medium")
+BriefExtractor = _make("brief", "brief", "FAST corners + BRIEF binary descriptors, VLAD (16384-d)", "medium")
+KazeConcatExtractor = _make(
+    "kaze-concat", "kaze",
+    "tutorial baseline: 32 strongest KAZE descriptors concatenated, 2048-d", "slow",
+    aggregation="concat",
+)
+KazeConcatExtractor.__doc__ = """The OpenCV-for-newbies tutorial's baseline (A. Nikishaev, 2018).
+
+The 32 strongest KAZE keypoints (by detector response), their 64-d
+descriptors concatenated in that order and zero-padded to 2048 values;
+cosine. Unlike the tutorial, images are first scaled so the longest side is at
+most ``max_side`` pixels (KAZE's cost grows with the pixel count).
+"""
+
+
+class SurfExtractor(Extractor):
+    """SURF is patented; the PyPI OpenCV wheels are built without it."""
+
+    name = "surf"
+    description = "not available: patented, excluded from the PyPI OpenCV builds (use sift, akaze or orb)"
+    speed = "-"
+    dtype = "float32"
+    metric = "cosine"
+
+    def __init__(self, **settings: Any):
+        raise ValueError(
+            "SURF is patented and OpenCV's PyPI wheels are built without it (OPENCV_ENABLE_NONFREE "
+            "off). Use 'sift' (its patent has expired; VLAD by default), 'akaze' or 'orb' instead."
+        )
+
+    def embed_prepared(self, prepared):  # pragma: no cover - never constructed
+        raise NotImplementedError

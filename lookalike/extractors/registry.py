@@ -7,6 +7,7 @@ that group, exactly as a third-party plugin would declare its own.
 from __future__ import annotations
 
 import json
+import os
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -34,18 +35,49 @@ def extractor_class(name: str) -> type[Extractor]:
 
 
 def parse(text: str) -> dict[str, Any]:
-    """``"cnn"`` or a JSON spec ``'{"name": "cnn", ...}'`` -> spec dict."""
+    """Extractor text as the CLI takes it -> spec dict.
+
+    - a name: ``"cnn"``
+    - a JSON spec: ``'{"name": "cnn", ...}'``
+    - ``onnx:PATH``: your own ONNX model (``PATH`` made absolute)
+    - ``fuse:A+B``: several extractors in one vector, each part itself any of
+      these short forms; ``A*2`` weights a part (default 1). Use the JSON spec
+      for parts whose text contains ``+``.
+    """
     text = text.strip()
     if text.startswith("{"):
         spec = json.loads(text)
         if not isinstance(spec, dict) or "name" not in spec:
             raise UnknownExtractor("a JSON extractor spec needs a \"name\" key")
         return spec
+    if text.startswith("onnx:"):
+        path = text[len("onnx:") :].strip()
+        if not path:
+            raise UnknownExtractor("onnx needs the model file: onnx:PATH")
+        return {"name": "onnx", "path": os.path.abspath(os.path.expanduser(path))}
+    if text.startswith("fuse:"):
+        terms = [t.strip() for t in text[len("fuse:") :].split("+")]
+        if not any(terms) or not all(terms):
+            raise UnknownExtractor("fuse needs parts joined by '+': fuse:A+B, e.g. fuse:cnn*2+phash")
+        parts = []
+        for term in terms:
+            weight = 1.0
+            head, star, tail = term.rpartition("*")
+            if star:
+                try:
+                    weight = float(tail)
+                except ValueError:
+                    pass  # not a weight: the '*' belongs to the part's text
+                else:
+                    term = head.strip()
+            parts.append({"extractor": parse(term), "weight": weight})
+        return {"name": "fuse", "parts": parts}
     return {"name": text}
 
 
 def create(spec: str | dict[str, Any] | Extractor, **runtime: Any) -> Extractor:
-    """Build an extractor from a name, a JSON string, a spec dict or an instance.
+    """Build an extractor from a name, a short form (``onnx:PATH``, ``fuse:A+B``),
+    a JSON string, a spec dict or an instance.
 
     ``runtime`` options (e.g. ``threads``) do not change the vectors and are
     passed to the constructor only when it accepts them.

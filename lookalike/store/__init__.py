@@ -147,6 +147,28 @@ class IndexStore:
             problems.append(f"{odd} skipped files without a reason or with a vector")
         return problems
 
+    # -- learned extractor state ------------------------------------------------
+    STATE_ROLE = "extractor state"
+
+    def save_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Store arrays as ``NAME.npy`` (atomically), then list them in the manifest."""
+        for name, array in arrays.items():
+            tmp = self.directory / f"{name}.npy.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / f"{name}.npy")
+            self.manifest.files[f"{name}.npy"] = self.STATE_ROLE
+        write_manifest(self.directory, self.manifest)
+
+    def load_state(self) -> dict[str, np.ndarray]:
+        return {
+            Path(name).stem: np.load(self.directory / name, allow_pickle=False)
+            for name, role in self.manifest.files.items()
+            if role == self.STATE_ROLE
+        }
+
     # -- data ----------------------------------------------------------------
     def matrix(self) -> np.ndarray:
         """Memory map of every committed vector row (live or not)."""

@@ -1,0 +1,104 @@
+"""``fuse``: several extractors in one weighted vector.
+
+``fuse:cnn+phash`` or ``fuse:cnn*3+phash`` (or the JSON spec
+``{"name": "fuse", "parts": [{"extractor": SPEC, "weight": 1.0}, ...]}``).
+
+Each part's vector is turned into a unit float vector: cosine parts are
+L2-normalised, Hamming parts map each bit ``b`` to ``(1 - 2b) / sqrt(bits)``
+so that the dot product of two of them is ``1 - 2 * hamming / bits``. Each is
+scaled by ``sqrt(w_i / sum(w))`` and the parts are concatenated, so the fused
+cosine similarity (a dot product) is the weighted mean of the parts'
+similarities, and the fused vector is again of unit length.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from . import registry
+from .base import Extractor, l2_normalise
+
+_SPEEDS = ("fast", "medium", "slow")
+
+
+def unit_vectors(ext: Extractor, rows: np.ndarray) -> np.ndarray:
+    """A part's stored rows -> unit ``(n, dim) float32`` vectors whose dot product is its similarity."""
+    if ext.metric == "hamming":
+        bits = np.unpackbits(np.asarray(rows, np.uint8), axis=1, count=ext.dim)
+        return (1.0 - 2.0 * bits.astype(np.float32)) / np.float32(math.sqrt(ext.dim))
+    if ext.metric == "cosine":
+        return l2_normalise(rows)
+    raise ValueError(f"fuse cannot combine extractor {ext.name!r} with metric {ext.metric!r}")
+
+
+class FuseExtractor(Extractor):
+    """Weighted concatenation of other extractors; cosine = weighted mean of their similarities."""
+
+    name = "fuse"
+    description = "several extractors in one vector; cosine = weighted mean of their similarities"
+    usage: ClassVar[str] = "fuse:A+B, fuse:A*2+B"
+    speed = "medium"
+    dtype = "float32"
+    metric = "cosine"
+
+    def __init__(self, parts: Sequence[Any], **runtime: Any):
+        if isinstance(parts, (str, dict)) or not parts:
+            raise ValueError('fuse needs a list of parts: fuse:A+B or {"name": "fuse", "parts": [...]}')
+        self.parts: list[Extractor] = []
+        self.weights: list[float] = []
+        for i, part in enumerate(parts):
+            if isinstance(part, dict) and "extractor" in part:
+                unknown = sorted(set(part) - {"extractor", "weight"})
+                if unknown:
+                    raise ValueError(f"fuse part {i}: unknown keys {', '.join(unknown)} (known: extractor, weight)")
+                spec, weight = part["extractor"], part.get("weight", 1.0)
+            else:  # a bare spec, name or extractor: weight 1
+                spec, weight = part, 1.0
+            try:
+                weight = float(weight)
+            except (TypeError, ValueError):
+                raise ValueError(f"fuse part {i}: weight must be a number, got {weight!r}") from None
+            if not (math.isfinite(weight) and weight > 0):
+                raise ValueError(f"fuse part {i}: weight must be positive, got {weight!r}")
+            self.parts.append(registry.create(spec, **runtime))
+            self.weights.append(weight)
+        total = sum(self.weights)
+        self.scales = [math.sqrt(w / total) for w in self.weights]
+        self.dim = sum(p.dim for p in self.parts)
+        self.speed = max((getattr(p, "speed", "medium") for p in self.parts),
+                         key=lambda s: _SPEEDS.index(s) if s in _SPEEDS else 1)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "FuseExtractor":
+        spec = dict(spec)
+        if "parts" not in spec:
+            raise ValueError('the fuse extractor needs parts: use fuse:A+B or {"name": "fuse", "parts": [...]}')
+        unknown = sorted(set(spec) - {"parts"})
+        if unknown:
+            raise ValueError(f"unknown fuse extractor settings: {', '.join(unknown)} (known: parts)")
+        return cls(spec["parts"], **runtime)
+
+    def settings(self) -> dict[str, Any]:
+        return {"parts": [{"extractor": p.spec(), "weight": w} for p, w in zip(self.parts, self.weights)]}
+
+    @property
+    def min_side(self) -> int | None:
+        sides = [p.min_side for p in self.parts if p.min_side is not None]
+        return max(sides) if sides else None
+
+    def prepare(self, image: np.ndarray) -> tuple:
+        return tuple(p.prepare(image) for p in self.parts)
+
+    def embed_prepared(self, prepared: Sequence[tuple]) -> np.ndarray:
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        if len(prepared) == 0:
+            return out
+        start = 0
+        for i, (part, scale) in enumerate(zip(self.parts, self.scales)):
+            rows = part.embed_prepared([p[i] for p in prepared])
+            out[:, start : start + part.dim] = unit_vectors(part, rows) * np.float32(scale)
+            start += part.dim
+        return out
