@@ -197,6 +197,18 @@ def results_table(results: list[dict[str, Any]]) -> str:
     return markdown_table(header, rows)
 
 
+def recall10_table(results: list[dict[str, Any]]) -> str:
+    """Recall@10 for every extractor x transform (the companion of :func:`results_table`)."""
+    transforms = sorted({t for r in results for t in r["recall"] if t != metrics.OVERALL})
+    header = ["extractor", *(f"R@10 {t}" for t in transforms), "R@10 overall"]
+    rows = [
+        [r["extractor"], *(_f(r["recall"][t]["R@10"]) if t in r["recall"] else "n/a" for t in transforms),
+         _f(r["recall"].get(metrics.OVERALL, {}).get("R@10"))]
+        for r in results
+    ]
+    return markdown_table(header, rows)
+
+
 def notes(results: list[dict[str, Any]], bench: Path, ground_truth, labels, jobs) -> list[str]:
     gallery = results[0]["index"]["files"] if results else 0
     out = [
@@ -273,6 +285,8 @@ def main(argv=None) -> int:
         return 0
     print_header("lookalike retrieval quality", machine)
     print(results_table(results))
+    print()
+    print(recall10_table(results))
     print()
     for line in notes(results, bench, ground_truth, labels, args.jobs):
         print(f"- {line}")
