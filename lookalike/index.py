@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import __version__, decode, indexer
+from . import __version__, ann as ann_mod, decode, indexer
 from .extractors import Extractor, registry
 from .search import LiveSet, SearchResult, search_vectors
 from .sources import display_path, walk
@@ -68,6 +68,8 @@ class Index:
         self.max_pixels = max_pixels
         self._live: LiveSet | None = None
         self._live_key: tuple | None = None
+        self._ann: ann_mod.AnnIndex | None = None
+        self._bitmap: tuple[np.ndarray, int] | None = None  # (live rows bitmap, dead row count)
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
@@ -78,6 +80,7 @@ class Index:
         *,
         threads: int | None = None,
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+        ann: str = "auto",
     ) -> "Index":
         """Make a new index in ``path`` (a new or empty folder) for ``extractor``.
 
@@ -85,9 +88,10 @@ class Index:
         a JSON spec string or dict with settings, or an :class:`Extractor`.
         """
         ext = registry.create(extractor, threads=threads)
+        ann_mod.resolve(ann, 0)  # validate early
         manifest = Manifest(
             extractor=ext.spec(), dim=ext.dim, dtype=ext.dtype, metric=ext.metric,
-            lookalike_version=__version__,
+            lookalike_version=__version__, ann=ann,
         )
         return cls(IndexStore.create(os.path.expanduser(os.fspath(path)), manifest), ext, max_pixels)
 
@@ -153,12 +157,67 @@ class Index:
         """
         folder = os.path.expanduser(os.fspath(folder))
         try:
-            return indexer.index_folder(
+            report = indexer.index_folder(
                 self.store, self.extractor, folder, jobs=jobs, batch_size=batch_size,
                 include_hidden=include_hidden, max_pixels=self.max_pixels, progress=progress,
             )
         finally:
             self._live = None
+        self.update_ann(save=True)
+        return report
+
+    def set_ann(self, kind: str) -> None:
+        """Choose the search structure (``auto``, ``exact``, ``hnsw``, ``ivfpq``) and build it."""
+        ann_mod.resolve(kind, 0)
+        if kind != self.store.manifest.ann:
+            with self.store.writing():
+                self.store.manifest.ann = kind
+                from .store.manifest import write_manifest
+
+                write_manifest(self.store.directory, self.store.manifest)
+            self._ann = None
+        self.update_ann(save=True)
+
+    def ann_kind(self) -> str:
+        """The structure searches use now (``exact``, ``hnsw`` or ``ivfpq``)."""
+        return ann_mod.resolve(self.store.manifest.ann, len(self.live().rows))
+
+    def update_ann(self, *, save: bool = False) -> ann_mod.AnnIndex | None:
+        """Bring the ANN structure up to date with the committed vectors.
+
+        Loads ``ann.faiss`` (or builds it when missing or of another kind) and
+        adds rows committed since it was saved. ``save=True`` writes it back
+        (the caller must be the writer, or hold no one's lock).
+        """
+        live = self.live()
+        kind = ann_mod.resolve(self.store.manifest.ann, len(live.rows))
+        if kind == "exact":
+            self._ann = None
+            return None
+        metric = self.store.manifest.metric
+        directory = str(self.store.directory)
+        current = self._ann
+        if current is None or current.kind != kind:
+            current = ann_mod.AnnIndex.load(directory, kind, metric)
+            if current is not None and (_kind_of(current) != kind or current.ntotal > len(live.matrix)):
+                current = None
+        changed = False
+        if current is None:
+            current = ann_mod.AnnIndex.build(kind, metric, live.matrix)
+            changed = True
+        elif current.ntotal < len(live.matrix):
+            current.extend(live.matrix)
+            changed = True
+        self._ann = current
+        if save and changed:
+            with self.store.writing():
+                current.save(directory)
+                if self.store.manifest.files.get(ann_mod.FILE_NAME) != "ann":
+                    self.store.manifest.files[ann_mod.FILE_NAME] = "ann"
+                    from .store.manifest import write_manifest
+
+                    write_manifest(self.store.directory, self.store.manifest)
+        return current
 
     # -- reading -------------------------------------------------------------
     def live(self) -> LiveSet:
@@ -174,6 +233,7 @@ class Index:
                 db.execute("COMMIT")
             self._live = LiveSet(np.asarray(ids, np.int64), paths, np.asarray(rows, np.int64), matrix)
             self._live_key = key
+            self._bitmap = None
         return self._live
 
     def _prepare(self, query: Query) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -205,8 +265,7 @@ class Index:
 
         Raises :class:`QueryError` when the query image cannot be decoded.
         """
-        vector = self.embed(query)
-        return search_vectors(self.live(), vector[None], k, self.store.manifest.metric, self.extractor.dim)[0]
+        return self.search_vectors(self.embed(query)[None], k)[0]
 
     def search_many(self, queries: Iterable[Query], k: int | None = 10, *, chunk: int = 256) -> list[QueryResult]:
         """Search several queries, embedded in batches; a bad query gives an error entry."""
@@ -217,7 +276,7 @@ class Index:
             fresh = [p for _, v, p in pending if v is None]
             embedded = iter(self.extractor.embed_prepared(fresh)) if fresh else iter(())
             vectors = np.stack([v if v is not None else next(embedded) for _, v, _ in pending])
-            found = search_vectors(self.live(), vectors, k, self.store.manifest.metric, self.extractor.dim)
+            found = self.search_vectors(vectors, k)
             out.extend(QueryResult(name, hits) for (name, _, _), hits in zip(pending, found))
             pending.clear()
 
@@ -235,6 +294,46 @@ class Index:
         if pending:
             flush()
         return out
+
+    def search_vectors(self, vectors: np.ndarray, k: int | None = 10, *, exact: bool = False) -> list[list[SearchResult]]:
+        """Top-``k`` hits for each row of ``vectors`` (``(q, width)``, as stored).
+
+        Uses the ANN structure when the index has one (see :meth:`ann_kind`),
+        exact search otherwise or when ``exact`` or ``k=None``.
+        """
+        live = self.live()
+        metric, bits = self.store.manifest.metric, self.extractor.dim
+        if exact or k is None or not len(live.rows):
+            return search_vectors(live, vectors, k, metric, bits)
+        ann = self._ann if self._ann is not None and self._ann.ntotal == len(live.matrix) else self.update_ann()
+        if ann is None:
+            return search_vectors(live, vectors, k, metric, bits)
+        bitmap, dead = self._live_bitmap(live)
+        scores, rows = ann.search(vectors, k, bitmap, dead, live.matrix)
+        return _hits_from_rows(live, scores, rows, k, metric, bits)
+
+    def _live_bitmap(self, live: LiveSet) -> tuple[np.ndarray, int]:
+        if self._bitmap is None:
+            distinct = np.unique(live.rows)
+            self._bitmap = (ann_mod.live_bitmap(distinct, len(live.matrix)), len(live.matrix) - len(distinct))
+        return self._bitmap
+
+    def neighbours(self, k: int = 10, *, batch: int = 1024, exact: bool = False):
+        """Each indexed file's ``k`` nearest other files, computed in batches.
+
+        Yields ``(path, hits)`` per file in path order; ``hits`` excludes the
+        file itself (copies of it are included, with score 1). Memory stays
+        ``O(batch x k)`` plus the search structure: no n x n matrix is formed.
+        """
+        live = self.live()
+        for start in range(0, len(live.rows), batch):
+            rows = live.rows[start : start + batch]
+            vectors = np.asarray(live.matrix[rows])
+            found = self.search_vectors(vectors, k + 1, exact=exact)
+            for offset, hits in enumerate(found):
+                path = live.paths[start + offset]
+                others = [h for h in hits if h.path != path][:k]
+                yield path, [SearchResult(i + 1, h.path, h.score, h.id, h.distance) for i, h in enumerate(others)]
 
     def search_folder(self, folder: str | os.PathLike, k: int | None = 10) -> list[QueryResult]:
         """Every image under ``folder`` as a query, in path order."""
@@ -269,3 +368,36 @@ def _same_file(rec: FileRecord, path: str) -> bool:
     except OSError:
         return False
     return st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns
+
+
+def _kind_of(ann: ann_mod.AnnIndex) -> str:
+    name = type(ann.index).__name__
+    return "hnsw" if "HNSW" in name else "ivfpq" if "IVF" in name else "exact"
+
+
+def _hits_from_rows(live: LiveSet, scores: np.ndarray, rows: np.ndarray, k: int, metric: str, bits: int):
+    """ANN rows -> hits: each row expanded to the live files that use it, ties by path."""
+    order = np.argsort(live.rows, kind="stable")
+    sorted_rows = live.rows[order]
+    results = []
+    for q_scores, q_rows in zip(scores, rows):
+        entries, entry_scores = [], []
+        for s, r in zip(q_scores, q_rows):
+            if r < 0:
+                continue
+            lo, hi = np.searchsorted(sorted_rows, r, "left"), np.searchsorted(sorted_rows, r, "right")
+            for e in order[lo:hi]:
+                entries.append(int(e))
+                entry_scores.append(float(s))
+        if not entries:
+            results.append([])
+            continue
+        entries_arr = np.asarray(entries)
+        pick = np.lexsort((entries_arr, -np.asarray(entry_scores, np.float64)))[:k]
+        hits = []
+        for rank, j in enumerate(pick, 1):
+            e, s = entries[j], entry_scores[j]
+            dist = round((1.0 - s) * bits) if metric == "hamming" else None
+            hits.append(SearchResult(rank, live.paths[e], s, int(live.ids[e]), dist))
+        results.append(hits)
+    return results

@@ -39,6 +39,7 @@ class Manifest:
     vectors: str = "vectors.bin"
     catalog: str = "catalog.sqlite"
     files: dict[str, str] = field(default_factory=dict)  # extra files, name -> role
+    ann: str = "auto"  # approximate search: auto, exact, hnsw or ivfpq (see lookalike.ann)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
