@@ -76,11 +76,16 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images embedded and committed together.")
 @click.option("--hidden", is_flag=True, help="Include hidden files and folders.")
 @click.option("--max-pixels", type=int, default=decode.DEFAULT_MAX_PIXELS, show_default=True, help="Refuse images with more pixels (decompression-bomb guard).")
+@click.option("--ann", type=click.Choice(["auto", "exact", "hnsw", "ivfpq"]), default=None,
+              help="Search structure (default auto: exact below 50k images, HNSW above, IVF-PQ past 5M).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_pixels, as_json, quiet):
+def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_pixels, ann, as_json, quiet):
     """Index the images in FOLDERS (incremental: reruns only process changes)."""
-    with _errors(), Index.open_or_create(index_dir, extractor, threads=threads, max_pixels=max_pixels) as ix:
+    kw = {"ann": ann} if ann and not os.path.exists(os.path.join(index_dir, "manifest.json")) else {}
+    with _errors(), Index.open_or_create(index_dir, extractor, threads=threads, max_pixels=max_pixels, **kw) as ix:
+        if ann and ix.store.manifest.ann != ann:
+            ix.set_ann(ann)
         for folder in folders:
             update, bar = _progress(quiet, os.path.basename(os.path.abspath(folder)) or folder)
             try:
@@ -176,6 +181,7 @@ def info(index_dir, as_json, show_all):
         click.echo(f"index:      {data.path}")
         click.echo(f"extractor:  {json.dumps(m['extractor'], sort_keys=True)}")
         click.echo(f"vectors:    {m['dim']}-d {m['dtype']}, metric {m['metric']}, {data.vector_rows} rows")
+        click.echo(f"search:     {ix.ann_kind()} (setting: {m.get('ann', 'auto')})")
         click.echo(f"schema:     {m['schema_version']} (lookalike {m['lookalike_version']})")
         click.echo(f"roots:      {', '.join(data.roots) or '-'}")
         click.echo(f"files:      {data.files} indexed, {data.skipped} skipped")
@@ -187,6 +193,23 @@ def info(index_dir, as_json, show_all):
                 click.echo(f"  {s.reason:13s} {s.path}  ({s.detail})")
             if len(shown) < len(skipped):
                 click.echo(f"  ... {len(skipped) - len(shown)} more (--all to list them)")
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours per image.")
+@click.option("--exact", is_flag=True, help="Exact search instead of the index's ANN structure.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per image.")
+def neighbours(index_dir, k, exact, as_json):
+    """Each indexed image's K nearest other images (batched; never an n x n matrix)."""
+    with _errors(), Index.open(index_dir) as ix:
+        for path, hits in ix.neighbours(k, exact=exact):
+            if as_json:
+                click.echo(json.dumps({"path": path, "neighbours": _hits_json(hits)}))
+            else:
+                click.echo(path)
+                for h in hits:
+                    click.echo(_hit_line(h))
 
 
 @main.command()

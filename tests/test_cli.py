@@ -101,3 +101,15 @@ def test_console_script_is_installed():
         pytest.skip("lookalike is not installed as a console script in this environment")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "lookalike" in out.stdout
+
+
+def test_ann_option_and_neighbours(tmp_path, photos):
+    idx = tmp_path / "idx"
+    run("index", photos, "--index", idx, "-e", "phash", "--ann", "hnsw", "-q")
+    assert (idx / "ann.faiss").exists()
+    assert "search:     hnsw" in run("info", idx).stdout
+    lines = [json.loads(x) for x in run("neighbours", "--index", idx, "-k", "2", "--json").stdout.splitlines()]
+    assert len(lines) == 8 and all(len(x["neighbours"]) == 2 for x in lines)
+    assert all(x["path"] not in {h["path"] for h in x["neighbours"]} for x in lines)
+    run("index", photos, "--index", idx, "--ann", "exact", "-q")
+    assert "search:     exact (setting: exact)" in run("info", idx).stdout
