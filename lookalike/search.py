@@ -56,7 +56,7 @@ def scores(live: LiveSet, queries: np.ndarray, metric: str, bits: int) -> np.nda
                 dist += np.bitwise_count(q[:, j, None] ^ block[None, :, j])
             out[:, start : start + len(block)] = 1.0 - dist / bits
         else:
-            out[:, start : start + len(block)] = q @ block.T
+            out[:, start : start + len(block)] = q @ block.T.astype(np.float32, copy=False)
     return out[:, live.rows]
 
 

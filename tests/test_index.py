@@ -45,7 +45,22 @@ def test_k_larger_than_index_returns_everything(cnn_index):
 def test_indexed_path_query_uses_stored_vector(cnn_index, photos):
     hits = cnn_index.search(photos / "cat.jpg", k=1)
     assert hits[0].path == str(photos / "cat.jpg")
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # stored as float16
+
+
+def test_float16_storage_by_default_float32_on_request(tmp_path, photos):
+    with Index.create(tmp_path / "a", extractor="cnn") as half, \
+            Index.create(tmp_path / "b", extractor="cnn", storage="float32") as full:
+        half.add(photos, jobs=1)
+        full.add(photos, jobs=1)
+        assert half.store.manifest.dtype == "float16" and full.store.manifest.dtype == "float32"
+        assert (tmp_path / "a" / "vectors.bin").stat().st_size * 2 == (tmp_path / "b" / "vectors.bin").stat().st_size
+        assert full.search(photos / "cat.jpg", k=1)[0].score == pytest.approx(1.0, abs=1e-6)
+        for q in sorted(DEMO.glob("*.jpg")):
+            a = [(h.path, h.score) for h in half.search(q, k=8)]
+            b = [(h.path, h.score) for h in full.search(q, k=8)]
+            assert [p for p, _ in a] == [p for p, _ in b]
+            assert max(abs(x[1] - y[1]) for x, y in zip(a, b)) < 2e-3
 
 
 def test_bad_query_raises_typed_error(cnn_index):
