@@ -18,6 +18,10 @@ from .store import FileRecord, IndexStore, Manifest
 
 Query = str | os.PathLike | np.ndarray | Image.Image
 
+#: float16 vectors up to this size (as float32) are held in memory for fast exact search;
+#: larger collections stay memory-mapped and are searched through the ANN structure.
+DENSE_LIMIT_BYTES = 512 * 1024 * 1024
+
 
 class QueryError(Exception):
     """A query image could not be used; ``reason`` is a :class:`decode.SkipReason`."""
@@ -241,6 +245,9 @@ class Index:
                 matrix = self.store.matrix()
             finally:
                 db.execute("COMMIT")
+            if matrix.dtype == np.float16 and matrix.size * 4 <= DENSE_LIMIT_BYTES:
+                # BLAS has no float16: converting per query would dominate exact search
+                matrix = np.asarray(matrix, dtype=np.float32)
             self._live = LiveSet(np.asarray(ids, np.int64), paths, np.asarray(rows, np.int64), matrix)
             self._live_key = key
             self._bitmap = None

@@ -1,0 +1,141 @@
+"""Search structures at scale, on synthetic vectors of the CNN's dimension.
+
+For each collection size and each kind (``exact`` = NumPy brute force over the
+memory-mapped float16 vectors, ``hnsw``, ``ivfpq``) it reports: build time,
+size on disk (vectors + FAISS file), resident memory of the process after
+building, single-threaded search latency p50/p99 over 200 queries, and
+recall@10 against exact search.
+
+The vectors are unit-length samples around 2000 random centres with noise,
+a stand-in for real embeddings (uniform random vectors in 1280-d have no
+neighbourhood structure and no index can beat brute force on them).
+
+Run from the repository root::
+
+    .venv/bin/python bench/scale.py                       # 10k and 100k
+    .venv/bin/python bench/scale.py --sizes 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine_info, markdown_table, print_header  # noqa: E402
+from lookalike.ann import AnnIndex, FILE_NAME, live_bitmap  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_vectors(path: str, n: int, dim: int, seed: int = 0, chunk: int = 50_000) -> np.memmap:
+    """``n`` clustered unit vectors as float16 in a raw file; returns a read-only memmap."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((2000, dim)).astype(np.float32)
+    out = np.memmap(path, dtype=np.float16, mode="w+", shape=(n, dim))
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        x = centres[rng.integers(0, 2000, m)] + 0.8 * rng.standard_normal((m, dim)).astype(np.float32)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+    del out
+    return np.memmap(path, dtype=np.float16, mode="r", shape=(n, dim))
+
+
+def queries_like(matrix: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q = np.asarray(matrix[rng.choice(len(matrix), n, replace=False)], dtype=np.float32)
+    q += 0.05 * rng.standard_normal(q.shape).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def exact_top10(matrix: np.ndarray, q: np.ndarray, chunk: int = 100_000) -> tuple[np.ndarray, list[float]]:
+    """Brute force, one query at a time (as a single search would run); returns rows and ms each."""
+    rows, times = [], []
+    for v in q:
+        t = time.perf_counter()
+        scores = np.concatenate([
+            np.asarray(matrix[s : s + chunk], dtype=np.float32) @ v for s in range(0, len(matrix), chunk)
+        ])
+        top = np.argpartition(-scores, 10)[:10]
+        rows.append(top[np.argsort(-scores[top])])
+        times.append(1000 * (time.perf_counter() - t))
+    return np.array(rows), times
+
+
+def run(size: int, dim: int, kinds: list[str], workdir: str) -> list[list[str]]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    path = os.path.join(workdir, f"vectors-{size}.f16")
+    t = time.perf_counter()
+    matrix = write_vectors(path, size, dim)
+    print(f"[{size}] vectors written in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    q = queries_like(matrix, 200)
+    truth, exact_ms = exact_top10(matrix, q)
+    vec_mb = os.path.getsize(path) / 1e6
+    rows = [[f"{size:,}", "exact", "-", f"{vec_mb:.0f}", f"{rss_mb():.0f}",
+             f"{np.percentile(exact_ms, 50):.2f}", f"{np.percentile(exact_ms, 99):.2f}", "1.000"]]
+    bitmap = live_bitmap(np.arange(size), size)
+    for kind in kinds:
+        before = rss_mb()
+        t = time.perf_counter()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # building may use every core
+        ann = AnnIndex.build(kind, "cosine", matrix)
+        faiss.omp_set_num_threads(1)
+        build_s = time.perf_counter() - t
+        d = os.path.join(workdir, kind)
+        os.makedirs(d, exist_ok=True)
+        ann.save(d)
+        ann_mb = os.path.getsize(os.path.join(d, FILE_NAME)) / 1e6
+        times, found = [], []
+        for v in q:
+            t = time.perf_counter()
+            _, r = ann.search(v[None], 10, bitmap, 0, matrix)
+            times.append(1000 * (time.perf_counter() - t))
+            found.append(r[0])
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+        rows.append([f"{size:,}", kind, f"{build_s:.1f}", f"{vec_mb + ann_mb:.0f}",
+                     f"{rss_mb():.0f} (+{rss_mb() - before:.0f})",
+                     f"{np.percentile(times, 50):.2f}", f"{np.percentile(times, 99):.2f}", f"{recall:.3f}"])
+        print(f"[{size}] {kind}: built in {build_s:.1f} s, recall@10 {recall:.3f}", file=sys.stderr, flush=True)
+        del ann
+    del matrix
+    os.remove(path)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"])
+    args = parser.parse_args()
+    print_header("lookalike search structures at scale", machine_info())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lookalike-scale-") as workdir:
+        for size in args.sizes:
+            rows += run(size, args.dim, args.kinds, workdir)
+    header = ["vectors", "kind", "build s", "disk MB", "RSS MB after build", "search p50 ms", "search p99 ms", "recall@10"]
+    print(markdown_table(header, rows))
+    print()
+    print(f"- {args.dim}-d float16 vectors on disk (memory-mapped); searches single-threaded, one query at a time;")
+    print("  recall@10 against exact search over the same vectors; builds may use every core.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
