@@ -86,7 +86,7 @@ class AnnIndex:
                 nlist = _nlist(n)
                 m = _pq_subquantizers(width)
                 index = faiss.IndexIVFPQ(faiss.IndexFlatIP(width), width, nlist, m, 8, ip)
-                index.nprobe = max(1, nlist // 16)
+                index.nprobe = max(1, nlist // 4)
                 index.train(np.ascontiguousarray(_sample(matrix, max(256 * 40, 40 * nlist), seed), dtype=np.float32))
             else:
                 index = faiss.IndexFlatIP(width)

@@ -254,6 +254,31 @@ def extractors(as_json):
 
 
 @main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only by default).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
+@click.option("--token", envvar="LOOKALIKE_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on every request (default: env LOOKALIKE_TOKEN).")
+@click.option("--max-upload", default="20MB", show_default=True, help="Largest accepted upload (bytes, or with a K/M/G suffix).")
+@click.option("--max-pixels", type=int, default=decode.DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse uploaded images with more pixels (decompression-bomb guard).")
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow cross-origin requests from this origin (repeatable; none by default).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
+def serve(index_dir, host, port, token, max_upload, max_pixels, cors_origins, access_log):
+    """Serve the HTTP API and web page for an index (needs the 'server' extra)."""
+    from .server import missing_dependencies, missing_message
+
+    missing = missing_dependencies()
+    if missing:
+        raise click.ClickException(missing_message(missing))
+    from .server.app import parse_size, run
+
+    with _errors():
+        run(index_dir, host=host, port=port, token=token or None, max_upload=parse_size(max_upload),
+            max_pixels=max_pixels, cors_origins=cors_origins, access_log=access_log, echo=click.echo)
+
+
+@main.command()
 @click.option("--out", type=click.Path(), default=None, help="Work folder (default: a new temporary folder).")
 @click.option("--extractor", "-e", default="cnn", show_default=True)
 def demo(out, extractor):

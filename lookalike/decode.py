@@ -13,7 +13,9 @@ import io
 import math
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -140,10 +142,59 @@ def decode_bytes(
         raise DecodeError(SkipReason.EMPTY, "file is empty")
     _register_plugins()
     _allow_up_to(max_pixels)
+    with _decoder_errors(data):
+        return _decode(data, min_side, max_pixels)
+
+
+def pixels_of(
+    image: Image.Image | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """An in-memory query (PIL image or uint8 array) -> ``(H, W, 3) uint8`` RGB pixels.
+
+    Arrays may be ``(H, W, 3)`` RGB, ``(H, W)`` or ``(H, W, 1)`` grey, or
+    ``(H, W, 4)`` RGBA (composited on white). The same guarantee as
+    :func:`decode_bytes`: anything that cannot be used ends in a
+    :class:`DecodeError` (a PIL image opened from broken bytes only fails
+    when its pixels are loaded, which happens here).
+    """
+    if isinstance(image, np.ndarray):
+        shape = image.shape
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and shape[2] in (1, 3, 4))):
+            raise DecodeError(
+                SkipReason.DECODE_ERROR,
+                f"expected an (H, W, 3) uint8 RGB array (or (H, W) grey, (H, W, 4) RGBA), "
+                f"got shape {shape} dtype {image.dtype}",
+            )
+        height, width = shape[:2]
+    elif isinstance(image, Image.Image):
+        width, height = image.size
+    else:
+        raise DecodeError(SkipReason.DECODE_ERROR, f"not an image: {type(image).__name__}")
+    if width <= 0 or height <= 0:
+        raise DecodeError(SkipReason.DECODE_ERROR, f"invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise DecodeError(
+            SkipReason.TOO_LARGE, f"{width}x{height} = {width * height} pixels, limit is {max_pixels}"
+        )
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2 or image.shape[2] == 1:
+            return np.ascontiguousarray(np.repeat(image.reshape(height, width, 1), 3, axis=2))
+        if image.shape[2] == 4:
+            image = Image.fromarray(np.ascontiguousarray(image), "RGBA")
+        else:
+            return np.ascontiguousarray(image)
+    _allow_up_to(max_pixels)
+    with _decoder_errors(b""):
+        return to_rgb(image)
+
+
+@contextmanager
+def _decoder_errors(data: bytes) -> Iterator[None]:
+    """Map whatever a decoder raises on hostile input to a :class:`DecodeError`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _decode(data, min_side, max_pixels)
+            yield
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:
@@ -155,11 +206,29 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         low = msg.lower()
-        if "truncated" in low or "end of file" in low or isinstance(e, EOFError):
+        if "truncated" in low or "end of file" in low or isinstance(e, EOFError) or _ends_early(data):
             raise DecodeError(SkipReason.TRUNCATED, msg) from None
         raise DecodeError(SkipReason.DECODE_ERROR, msg) from None
     except Exception as e:  # decoders raise many types on hostile input
         raise DecodeError(SkipReason.DECODE_ERROR, f"{type(e).__name__}: {e}") from None
+
+
+def _ends_early(data: bytes) -> bool:
+    """True if ``data`` is a JPEG, PNG, GIF or WebP that stops before its end marker.
+
+    Pillow says "image file is truncated" only when the cut falls inside the
+    pixel data; a file cut at a segment boundary (JPEG), or any cut WebP,
+    fails with another message. The container tells these apart.
+    """
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" not in data[-64:]
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" not in data[-64:]
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return not data.rstrip(b"\x00").endswith(b"\x3b")
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return len(data) < 8 + int.from_bytes(data[4:8], "little")
+    return False
 
 
 def _allow_up_to(max_pixels: int) -> None:
@@ -180,6 +249,7 @@ def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
             SkipReason.TOO_LARGE,
             f"{width}x{height} = {width * height} pixels, limit is {max_pixels}",
         )
+    _check_data_can_fill(img.format, data, width, height)
     if min_side and img.format == "JPEG" and min(width, height) > 2 * min_side:
         scale = min_side / min(width, height)
         img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
@@ -193,6 +263,65 @@ def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
         if orientation in (5, 6, 7, 8):
             width, height = height, width
     return Decoded(to_rgb(img), width, height)
+
+
+#: Deflate never expands more than 1032:1 (258 bytes from 2 bits).
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_data_can_fill(fmt: str | None, data: bytes, width: int, height: int) -> None:
+    """Refuse a PNG or Huffman JPEG whose data is too short for its declared size.
+
+    Pillow fills the missing rows of such files (a PNG whose zlib stream ends
+    early, a JPEG that reaches its end marker early) instead of failing, so
+    a 69-byte PNG declaring 1 x 140 million pixels would allocate gigabytes.
+    The bounds are hard limits of the formats, so no complete file is refused:
+    a PNG needs at least one bit per pixel plus a filter byte per row, deflated
+    at most 1032:1; a Huffman-coded JPEG needs at least one bit per 8x8 block
+    of its full-resolution component, and a component has at least
+    ``width * height / 256`` blocks (sampling factors are at most 4).
+    """
+    if fmt == "PNG":
+        raw = height * (1 + (width + 7) // 8)
+        compressed = _png_data_bytes(data)
+        if raw > _DEFLATE_MAX_RATIO * (compressed + 64):
+            raise DecodeError(
+                SkipReason.TRUNCATED,
+                f"declares {width}x{height} pixels but holds only {compressed} bytes of image data",
+            )
+    elif fmt == "JPEG" and _jpeg_is_huffman(data) and len(data) * 8 * 256 * 2 < width * height:
+        raise DecodeError(
+            SkipReason.TRUNCATED,
+            f"declares {width}x{height} pixels but holds only {len(data)} bytes",
+        )
+
+
+def _png_data_bytes(data: bytes) -> int:
+    """Total length of the IDAT (and APNG fdAT) chunks."""
+    total, i = 0, 8
+    while i + 8 <= len(data):
+        length = int.from_bytes(data[i : i + 4], "big")
+        kind = data[i + 4 : i + 8]
+        if kind in (b"IDAT", b"fdAT"):
+            total += min(length, len(data) - i - 8)
+        elif kind == b"IEND":
+            break
+        i += 12 + length
+    return total
+
+
+def _jpeg_is_huffman(data: bytes) -> bool:
+    """True if the first frame header is a Huffman-coded SOF0, SOF1 or SOF2."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker in (0xC0, 0xC1, 0xC2)
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return False
 
 
 def _orientation(img: Image.Image) -> int:
