@@ -88,6 +88,8 @@ def extractor_label(spec: str) -> str:
     """A short name for an ``--extractor`` value (a name or a JSON spec)."""
     from lookalike.extractors import registry
 
+    if not spec.lstrip().startswith("{"):
+        return spec  # a name or a short form such as fuse:cnn+color
     parsed = registry.parse(spec)
     extra = {k: v for k, v in parsed.items() if k != "name"}
     if not extra:

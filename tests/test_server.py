@@ -1,0 +1,468 @@
+"""The HTTP API, served for real by `lookalike serve` (uvicorn in a subprocess) and used over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server tests need the 'server' extra: pip install 'lookalike[server]'")
+httpx = pytest.importorskip("httpx")
+
+from PIL import Image  # noqa: E402
+
+from lookalike import Index  # noqa: E402
+
+from .conftest import DEMO, ODD, make_pattern_images, png_bomb  # noqa: E402
+from .live_server import LiveServer, raw_request  # noqa: E402
+
+MAX_UPLOAD = 1_000_000
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> dict:
+    """An index of the demo photos plus two files that must not be served:
+    a symlink to a file outside the root, and a file deleted after indexing."""
+    base = tmp_path_factory.mktemp("server")
+    photos = base / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    outside = base / "outside"
+    outside.mkdir()
+    shutil.copy(ODD / "ok_rgb.jpg", outside / "secret.jpg")
+    (photos / "zz-link.jpg").symlink_to(outside / "secret.jpg")
+    Image.open(DEMO / "coffee.jpg").transpose(Image.FLIP_LEFT_RIGHT).save(photos / "zz-gone.jpg")
+    idx = base / "idx"
+    with Index.create(idx, "cnn") as ix:
+        report = ix.add(photos, jobs=1)
+        assert report.added == 10, report
+        ids = {os.path.basename(h.path): h.id for h in ix.search(DEMO / "cat.jpg", k=None)}
+    (photos / "zz-gone.jpg").unlink()
+    return {"base": base, "photos": photos, "index": idx, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def server(gallery):
+    with LiveServer(gallery["index"], "--max-upload", MAX_UPLOAD) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def token_server(gallery):
+    # the token comes from the environment here; --token is the same option
+    with LiveServer(gallery["index"], env={"LOOKALIKE_TOKEN": TOKEN}) as s:
+        yield s
+
+
+def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+def upload(client, data: bytes, name: str = "q.jpg", field: str = "image", k: int = 5, **kw) -> httpx.Response:
+    return client.post("/api/search", params={"k": k}, files={field: (name, data, "application/octet-stream")}, **kw)
+
+
+# -- happy path -------------------------------------------------------------------------
+def test_health_info_stats(client, gallery):
+    h = client.get("/api/health")
+    assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["files"] == 10
+    info = client.get("/api/info").json()
+    assert info["files"] == 10 and info["manifest"]["extractor"]["name"] == "cnn"
+    assert info["roots"] == [str(gallery["photos"])]
+    assert info["server"]["max_upload"] == MAX_UPLOAD and info["server"]["token_required"] is False
+    stats = client.get("/api/stats").json()
+    assert stats["files"] == 10 and stats["requests"] >= 2 and "search_ms_mean" in stats
+
+
+def test_search_by_upload_finds_the_original_first(client, gallery):
+    r = client.post("/api/search?k=4", files={"image": ("cat.jpg", (DEMO / "cat.jpg").read_bytes(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["k"] == 4 and body["query"] == {
+        "kind": "upload", "filename": "cat.jpg", "width": 451, "height": 300, "id": None, "path": None}
+    hits = body["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert hits[0]["path"] == str(gallery["photos"] / "cat.jpg") and hits[0]["score"] > 0.999
+    assert hits[0]["id"] == gallery["ids"]["cat.jpg"]
+    assert all(set(h) == {"rank", "id", "path", "score", "distance"} for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_search_by_id(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    body = client.get(f"/api/search/{cat}", params={"k": 3}).json()
+    assert body["query"]["kind"] == "id" and body["query"]["path"] == str(gallery["photos"] / "cat.jpg")
+    assert [h["id"] for h in body["hits"]][0] == cat and len(body["hits"]) == 3
+    # every hit can be searched from in turn (what a click on the page does)
+    for hit in body["hits"]:
+        assert client.get(f"/api/search/{hit['id']}?k=1").json()["hits"][0]["id"] == hit["id"]
+
+
+def test_k_bounds(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    assert len(client.get(f"/api/search/{cat}?k=1000").json()["hits"]) == 10
+    for bad in ("0", "-1", "1001", "x", "1e3"):
+        assert_error(client.get(f"/api/search/{cat}?k={bad}"), 422, "invalid_request")
+
+
+def test_file_info_thumbnail_original(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    meta = client.get(f"/api/files/{cat}").json()
+    assert meta["path"] == str(gallery["photos"] / "cat.jpg") and (meta["width"], meta["height"]) == (451, 300)
+
+    orig = client.get(f"/api/files/{cat}/original")
+    assert orig.status_code == 200 and orig.headers["content-type"] == "image/jpeg"
+    assert orig.content == (gallery["photos"] / "cat.jpg").read_bytes()
+    assert orig.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in orig.headers["content-security-policy"]
+
+    th = client.get(f"/api/files/{cat}/thumbnail", params={"size": 100})
+    assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(th.content))
+    assert img.format == "JPEG" and max(img.size) == 100
+    again = client.get(f"/api/files/{cat}/thumbnail", params={"size": 100}, headers={"If-None-Match": th.headers["etag"]})
+    assert again.status_code == 304
+    assert_error(client.get(f"/api/files/{cat}/thumbnail?size=5000"), 422, "invalid_request")
+
+
+def test_cors_is_off_and_security_headers_are_on(client):
+    r = client.get("/api/health", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    pre = client.options("/api/search", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in pre.headers
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_cors_when_asked_for(gallery):
+    origin = "http://app.example"
+    with LiveServer(gallery["index"], "--cors-origin", origin) as s:
+        ok = httpx.get(s.url + "/api/health", headers={"Origin": origin})
+        assert ok.headers["access-control-allow-origin"] == origin
+        pre = httpx.options(s.url + "/api/search", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == origin
+        other = httpx.get(s.url + "/api/health", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_foreign_host_header_is_refused(server):
+    # a page on another site that rebinds its DNS name to 127.0.0.1 cannot read the API
+    r = httpx.get(server.url + "/api/health", headers={"Host": "attacker.example"})
+    assert_error(r, 400, "invalid_host")
+
+
+def test_errors_have_one_shape(client):
+    assert_error(client.get("/api/nope"), 404, "not_found")
+    assert_error(client.get("/api/files/424242"), 404, "not_found")
+    assert_error(client.delete("/api/health"), 405, "method_not_allowed")
+    assert_error(client.get("/api/duplicates"), 501, "not_implemented")
+    assert "not yet available" in client.get("/duplicates").json()["error"]["message"]
+
+
+def test_openapi_schema(client):
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    for path in ("/api/search", "/api/search/{file_id}", "/api/files/{file_id}/thumbnail",
+                 "/api/files/{file_id}/original", "/api/info", "/api/stats", "/api/health", "/api/duplicates"):
+        assert path in schema["paths"], path
+    upload_body = schema["paths"]["/api/search"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload_body
+
+
+# -- bad uploads ---------------------------------------------------------------------------
+def test_upload_not_an_image(client):
+    assert_error(upload(client, (ODD / "text.jpg").read_bytes()), 422, "not_an_image")
+    assert_error(upload(client, b"%PDF-1.4 not really"), 422, "not_an_image")
+
+
+def test_upload_truncated(client):
+    assert_error(upload(client, (ODD / "truncated.jpg").read_bytes()), 422, "truncated")
+
+
+def test_upload_empty(client):
+    assert_error(upload(client, b""), 422, "empty")
+
+
+def test_upload_decompression_bomb(client, tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png", 50_000, 50_000).read_bytes()  # 2.5 gigapixels in 100 bytes
+    assert len(bomb) < 200
+    err = assert_error(upload(client, bomb, "bomb.png"), 413, "too_large")
+    assert "pixels" in err["message"]
+
+
+def test_upload_over_the_size_limit(client):
+    big = os.urandom(MAX_UPLOAD + 1)
+    assert_error(upload(client, big), 413, "upload_too_large")
+    huge = os.urandom(3 * MAX_UPLOAD)  # refused from Content-Length, before the body is parsed
+    assert_error(upload(client, huge), 413, "upload_too_large")
+
+
+def test_upload_over_the_size_limit_chunked(client):
+    boundary = "lookalike-test-boundary"
+
+    def body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\n"
+               "Content-Type: image/jpeg\r\n\r\n").encode()
+        for _ in range(40):
+            yield b"\xff" * 65536  # 2.6 MB without a Content-Length
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    r = client.post("/api/search", content=body(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert_error(r, 413, "upload_too_large")
+    assert client.get("/api/health").status_code == 200  # and the server goes on
+
+
+def test_upload_wrong_field_or_no_file(client):
+    err = assert_error(upload(client, (DEMO / "cat.jpg").read_bytes(), field="file"), 422, "invalid_request")
+    assert "image" in err["message"]
+    assert_error(client.post("/api/search"), 422, "invalid_request")
+    r = client.post("/api/search", json={"image": "cat.jpg"})
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    r = client.post("/api/search", data={"image": "/etc/passwd"})  # a path as text: never read
+    assert_error(r, 422)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ODD.iterdir() if p.name != "README.md"))
+def test_odd_uploads_never_fail_the_server(client, name):
+    r = upload(client, (ODD / name).read_bytes(), name)
+    assert r.status_code in (200, 413, 422), (name, r.status_code, r.text)
+    if r.status_code != 200:
+        assert_error(r, r.status_code)
+
+
+# -- traversal and files outside the roots -----------------------------------------------------
+TRAVERSAL = [
+    "/api/files/../../../../etc/passwd",
+    "/api/files/..%2F..%2F..%2Fetc%2Fpasswd/original",
+    "/api/files/%2e%2e%2f%2e%2e%2fetc%2fpasswd/original",
+    "/api/files/../etc/passwd/thumbnail",
+    "/api/files/-1/original",
+    "/api/files/0/original",
+    "/api/files/1.5/original",
+    "/api/files/0x1/original",
+    "/api/files/99999999999999999999999999999999/original",
+    "/api/files/9223372036854775808/thumbnail",
+    "/api/files/9223372036854775807/original",
+    "/api/files/%00/original",
+    "/api/files//etc/passwd",
+    "/api/files/1/original/../../../../etc/passwd",
+    "/api/search/..%2f..%2fetc%2fpasswd",
+    "/static/../../../../etc/passwd",
+    "/static/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/static//etc/passwd",
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSAL)
+def test_no_traversal(server, target):
+    status, body = raw_request(server.port, target)
+    assert status in (400, 404, 422), (target, status, body[:200])
+    assert b"root:" not in body
+    if status != 400 or body.startswith(b"{"):
+        err = json.loads(body)["error"]
+        assert set(err) == {"code", "message"}
+
+
+def test_query_strings_cannot_choose_the_file(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    r = client.get(f"/api/files/{cat}/original", params={"path": "/etc/passwd", "file": "../../etc/passwd"})
+    assert r.content == (gallery["photos"] / "cat.jpg").read_bytes()
+
+
+def test_symlink_to_outside_the_roots_is_not_served(client, gallery):
+    link = gallery["ids"]["zz-link.jpg"]
+    for kind in ("original", "thumbnail"):
+        assert_error(client.get(f"/api/files/{link}/{kind}"), 403, "outside_roots")
+    # it is still searchable: only its bytes are withheld
+    assert client.get(f"/api/search/{link}?k=1").json()["hits"][0]["id"] == link
+
+
+def test_file_deleted_after_indexing(client, gallery):
+    gone = gallery["ids"]["zz-gone.jpg"]
+    assert_error(client.get(f"/api/files/{gone}/original"), 404, "file_missing")
+    assert_error(client.get(f"/api/files/{gone}/thumbnail"), 404, "file_missing")
+
+
+# -- token -----------------------------------------------------------------------------------
+def test_token_required_when_set(token_server, gallery):
+    url = token_server.url
+    cat = gallery["ids"]["cat.jpg"]
+    for path in ("/api/health", "/api/info", "/api/stats", f"/api/search/{cat}", f"/api/files/{cat}/original",
+                 f"/api/files/{cat}/thumbnail", "/openapi.json", "/api/duplicates", "/api/nope"):
+        r = httpx.get(url + path)
+        assert_error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert_error(httpx.get(url + path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+        assert_error(httpx.get(url + path, headers={"Authorization": TOKEN}), 401, "unauthorized")
+        assert_error(httpx.get(url + path, params={"token": TOKEN}), 401, "unauthorized")  # header only
+    r = httpx.post(url + "/api/search", files={"image": ("cat.jpg", (DEMO / "cat.jpg").read_bytes())})
+    assert_error(r, 401, "unauthorized")
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(url + "/api/health", headers=auth).json()["status"] == "ok"
+    assert httpx.get(url + "/api/info", headers=auth).json()["server"]["token_required"] is True
+    r = httpx.post(url + "/api/search", headers=auth, files={"image": ("cat.jpg", (DEMO / "cat.jpg").read_bytes())})
+    assert r.json()["hits"][0]["id"] == cat
+    assert httpx.get(url + f"/api/files/{cat}/original", headers=auth).status_code == 200
+    assert "bearer" in httpx.get(url + "/openapi.json", headers=auth).json()["components"]["securitySchemes"]
+    # the page shell (no data of the index) loads without it, so it can ask for the token
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        assert httpx.get(url + path).status_code == 200
+
+
+def test_no_token_needed_when_unset(client, gallery):
+    assert client.get(f"/api/search/{gallery['ids']['cat.jpg']}").status_code == 200
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+def test_concurrent_searches_while_the_index_grows(tmp_path, photos):
+    """Searches in parallel while another process adds files: no errors, and the new files show up."""
+    idx = tmp_path / "idx"
+    with Index.create(idx, "cnn") as ix:
+        ix.add(photos, jobs=1)
+    more = tmp_path / "more"
+    make_pattern_images(more, 60, size=96)
+    cat = (DEMO / "cat.jpg").read_bytes()
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        first = c.get("/api/health").json()["files"]
+        writer = subprocess.Popen([sys.executable, "-m", "lookalike.cli", "index", str(more), "--index", str(idx),
+                                   "-q", "-j", "1", "--batch-size", "8"], stderr=subprocess.PIPE, text=True)
+        statuses, seen, lock = [], set(), threading.Lock()
+
+        def worker(i: int) -> None:
+            with httpx.Client(base_url=s.url, timeout=60) as w:
+                for j in range(12):
+                    if j % 2:
+                        r = w.post("/api/search?k=100", files={"image": ("cat.jpg", cat)})
+                    else:
+                        r = w.get("/api/search/1?k=100")
+                    with lock:
+                        statuses.append(r.status_code)
+                        if r.status_code == 200:
+                            hits = r.json()["hits"]
+                            assert len({h["id"] for h in hits}) == len(hits)  # one consistent snapshot
+                            seen.add(len(hits))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert writer.wait(120) == 0, writer.stderr.read()
+        assert statuses and set(statuses) == {200}, statuses
+        assert c.get("/api/health").json()["files"] == first + 60
+        assert len(c.get("/api/search/1?k=100").json()["hits"]) == first + 60
+    assert "Traceback" not in s.log, s.log
+
+
+def test_answers_are_not_held_back_by_nagle(client):
+    """Each answer leaves at once (TCP_NODELAY): without it, keep-alive requests take ~40 ms each."""
+    import statistics
+    import time
+
+    times = []
+    for _ in range(30):
+        start = time.perf_counter()
+        assert client.get("/api/health").status_code == 200
+        times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.02, times
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def test_serve_without_the_server_extra_says_what_to_install(tmp_path, gallery):
+    shadow = tmp_path / "shadow"
+    (shadow / "fastapi").mkdir(parents=True)
+    (shadow / "fastapi" / "__init__.py").write_text("raise ImportError(\"No module named 'fastapi'\")\n")
+    env = {**os.environ, "PYTHONPATH": str(shadow)}
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "serve", "--index", str(gallery["index"])],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1
+    assert "pip install 'lookalike[server]'" in out.stderr and "fastapi" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_refuses_a_folder_that_is_not_an_index(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "serve", "--index", str(tmp_path), "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "not a lookalike index" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_parse_size():
+    from lookalike.server.app import parse_size
+
+    assert parse_size("20MB") == 20 * 1024 * 1024
+    assert parse_size("512k") == 512 * 1024 and parse_size("1GiB") == 1024**3 and parse_size("1000") == 1000
+    for bad in ("", "12x", "-5", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+# -- schemathesis: generated requests against the OpenAPI schema find no server error ---------------
+# schemathesis' pytest plugin (from_fixture) does not work with pytest 9, so its Python API is used:
+# one hypothesis run per operation, at most MAX_EXAMPLES generated requests each.
+MAX_EXAMPLES = 40
+OPERATIONS = [
+    ("GET", "/api/health"), ("GET", "/api/info"), ("GET", "/api/stats"), ("POST", "/api/search"),
+    ("GET", "/api/search/{file_id}"), ("GET", "/api/files/{file_id}"),
+    ("GET", "/api/files/{file_id}/thumbnail"), ("GET", "/api/files/{file_id}/original"),
+]
+# operations with parameters also get invalid ones (negative mode)
+FUZZ = [(m, p, "positive") for m, p in OPERATIONS] + [
+    (m, p, "negative") for m, p in OPERATIONS if "{" in p or m == "POST" or p.endswith("thumbnail")]
+# /api/duplicates answers 501 "not yet available" by design (a later issue), so it is not fuzzed.
+NOT_FUZZED = {("GET", "/api/duplicates")}
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    schemathesis = pytest.importorskip("schemathesis")
+    return schemathesis.openapi.from_url(server.url + "/openapi.json")
+
+
+def test_every_operation_is_fuzzed(api_schema):
+    found = {(r.ok().method.upper(), r.ok().path) for r in api_schema.get_all_operations()}
+    assert found == set(OPERATIONS) | NOT_FUZZED
+
+
+@pytest.mark.parametrize("method,path,mode", FUZZ)
+def test_schemathesis_finds_no_server_error(api_schema, method, path, mode):
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import positive_data_acceptance
+
+    operation = api_schema[path][method]
+
+    @given(case=operation.as_strategy(GenerationMode(mode)))
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+              derandomize=True, database=None)
+    def run(case):
+        # every check (no 5xx, documented status codes, content types and response schemas,
+        # invalid data refused), except that any schema-valid upload would be an image:
+        # random bytes rightly get a 422
+        case.call_and_validate(excluded_checks=[positive_data_acceptance], timeout=30)
+
+    run()
