@@ -100,3 +100,21 @@ def test_index_learns_and_stores_the_vocabulary(tmp_path):
         assert np.array_equal(ix.extractor.vocabulary, vocab)
         assert ix.search(query, k=1)[0].path == str(folder / "rocket.jpg")
         assert ix.add(folder).processed == 0  # the vocabulary is not relearned
+
+
+def test_vlad_with_pca_whitening(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(DEMO, folder)
+    spec = {"name": "sift", "pca": 6}
+    with Index.create(tmp_path / "idx", extractor=spec) as ix:
+        ix.add(folder, jobs=1)
+        assert ix.extractor.dim == 6 and ix.store.manifest.dim == 6
+        assert set(ix.store.manifest.files) == {"vocabulary.npy", "pca_mean.npy", "pca_components.npy"}
+    query = tmp_path / "q.jpg"
+    Image.open(DEMO / "astronaut.jpg").rotate(90, expand=True).save(query)
+    with Index.open(tmp_path / "idx") as ix:
+        assert ix.extractor.pca_components.shape == (6, 64 * 128)
+        assert ix.search(query, k=1)[0].path == str(folder / "astronaut.jpg")
+    with pytest.raises(NotTrained, match="more than 8 training images"):
+        ext = create({"name": "sift", "pca": 8})
+        ext.fit([ext.prepare(im) for im in photos()])

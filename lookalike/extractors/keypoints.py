@@ -109,6 +109,7 @@ class KeypointExtractor(Extractor):
         train_images: int = 300,
         train_descriptors: int = 100_000,
         seed: int = 0,
+        pca: int = 0,
     ):
         if aggregation not in ("vlad", "concat"):
             raise ValueError("aggregation must be 'vlad' or 'concat'")
@@ -120,10 +121,19 @@ class KeypointExtractor(Extractor):
         self.train_images = int(train_images)
         self.train_descriptors = int(train_descriptors)
         self.seed = int(seed)
+        self.pca = int(pca)
         width, self.binary = DETECTORS[self.detector]
         self.desc_dim = width * 8 if self.binary else width
-        self.dim = (self.words if aggregation == "vlad" else self.n_keypoints) * self.desc_dim
+        self.vlad_dim = self.words * self.desc_dim
+        if aggregation == "vlad":
+            if self.pca and not 0 < self.pca < self.vlad_dim:
+                raise ValueError(f"pca must be between 1 and {self.vlad_dim - 1} (0 = off)")
+            self.dim = self.pca or self.vlad_dim
+        else:
+            self.dim = self.n_keypoints * self.desc_dim
         self.vocabulary: np.ndarray | None = None
+        self.pca_mean: np.ndarray | None = None
+        self.pca_components: np.ndarray | None = None  # (pca, vlad_dim), rows scaled for whitening
 
     @property
     def trainable(self) -> bool:  # type: ignore[override]
@@ -136,6 +146,7 @@ class KeypointExtractor(Extractor):
             "aggregation": "vlad", "words": self.words, "max_keypoints": self.max_keypoints,
             "max_side": self.max_side, "train_images": self.train_images,
             "train_descriptors": self.train_descriptors, "seed": self.seed,
+            **({"pca": self.pca} if self.pca else {}),
         }
 
     @classmethod
@@ -168,9 +179,6 @@ class KeypointExtractor(Extractor):
         return desc.astype(np.float32)
 
     # -- vocabulary ------------------------------------------------------------
-    def is_trained(self) -> bool:
-        return self.aggregation != "vlad" or self.vocabulary is not None
-
     def fit(self, prepared: Sequence[np.ndarray]) -> None:
         """Learn the vocabulary from :meth:`prepare` outputs of sample images."""
         rng = np.random.default_rng(self.seed)
@@ -188,9 +196,29 @@ class KeypointExtractor(Extractor):
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-4)
         _, _, centres = cv2.kmeans(np.ascontiguousarray(data), self.words, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         self.vocabulary = centres.astype(np.float32)
+        if self.pca:
+            self._fit_pca(np.stack([self._vlad(self._floats(d)) for d in prepared]))
+
+    def _fit_pca(self, vlads: np.ndarray) -> None:
+        """PCA-whitening of VLAD vectors learned on the training images."""
+        if len(vlads) <= self.pca:
+            raise NotTrained(
+                f"{self.name}: PCA to {self.pca} dimensions needs more than {self.pca} training "
+                f"images, got {len(vlads)} (lower 'pca' or index more images first)"
+            )
+        mean = vlads.mean(0)
+        _, sv, vt = np.linalg.svd(vlads - mean, full_matrices=False)
+        scale = 1.0 / np.maximum(sv[: self.pca] / np.sqrt(len(vlads)), 1e-6)
+        self.pca_mean = mean.astype(np.float32)
+        self.pca_components = (vt[: self.pca] * scale[:, None]).astype(np.float32)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {} if self.vocabulary is None else {"vocabulary": self.vocabulary}
+        if self.vocabulary is None:
+            return {}
+        out = {"vocabulary": self.vocabulary}
+        if self.pca_components is not None:
+            out |= {"pca_mean": self.pca_mean, "pca_components": self.pca_components}
+        return out
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         vocab = arrays.get("vocabulary")
@@ -198,6 +226,14 @@ class KeypointExtractor(Extractor):
             if vocab.shape != (self.words, self.desc_dim):
                 raise ValueError(f"vocabulary has shape {vocab.shape}, expected {(self.words, self.desc_dim)}")
             self.vocabulary = vocab.astype(np.float32)
+        if self.pca and "pca_components" in arrays:
+            self.pca_mean = arrays["pca_mean"].astype(np.float32)
+            self.pca_components = arrays["pca_components"].astype(np.float32)
+
+    def is_trained(self) -> bool:
+        if self.aggregation != "vlad":
+            return True
+        return self.vocabulary is not None and (not self.pca or self.pca_components is not None)
 
     # -- batch ------------------------------------------------------------------
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
@@ -205,9 +241,12 @@ class KeypointExtractor(Extractor):
             return np.zeros((0, self.dim), np.float32)
         if self.aggregation == "concat":
             return l2_normalise(np.stack(prepared))
-        if self.vocabulary is None:
+        if not self.is_trained():
             raise NotTrained(f"{self.name}: no vocabulary yet; index some images first")
-        return np.stack([self._vlad(self._floats(d)) for d in prepared])
+        vlads = np.stack([self._vlad(self._floats(d)) for d in prepared])
+        if self.pca:
+            return l2_normalise((vlads - self.pca_mean) @ self.pca_components.T)
+        return vlads
 
     def _vlad(self, x: np.ndarray) -> np.ndarray:
         out = np.zeros((self.words, self.desc_dim), np.float32)
