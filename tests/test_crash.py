@@ -114,7 +114,7 @@ def test_sigkill_at_random_points_then_resume(image_folder, reference, tmp_path)
     got = vectors_by_path(idx)
     assert set(got) == set(reference)
     for path, vec in reference.items():
-        assert float(vec @ got[path]) > 0.9999, path
+        assert float(vec @ got[path]) > 0.999, path  # float16 storage
     with Index.open(idx) as ix:
         assert ix.store.catalog.n_rows() == N_IMAGES  # nothing embedded twice
 
