@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -25,6 +26,11 @@ def _errors():
         yield
     except (IndexStoreError, registry.UnknownExtractor, QueryError, NotTrained, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except sqlite3.Error as e:  # e.g. "database or disk is full"
+        raise click.ClickException(f"index catalog: {e}") from None
+    except OSError as e:  # e.g. no space left on device, read-only file system
+        where = f": {e.filename}" if e.filename else ""
+        raise click.ClickException(f"{e.strerror or e}{where}") from None
 
 
 def _progress(quiet: bool, desc: str):

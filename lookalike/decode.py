@@ -12,6 +12,7 @@ import enum
 import io
 import math
 import os
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,8 +96,13 @@ def read_file(path: str | os.PathLike, *, max_file_bytes: int = DEFAULT_MAX_FILE
     """Read a whole file, mapping OS failures to :class:`DecodeError`."""
     path = check_path(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        # O_NONBLOCK: opening a FIFO named like an image must not wait for a writer forever
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                what = "is a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                raise DecodeError(SkipReason.UNREADABLE, what)
+            size = st.st_size
             if size > max_file_bytes:
                 raise DecodeError(
                     SkipReason.TOO_LARGE, f"{size} bytes, limit is {max_file_bytes}"
@@ -180,7 +186,7 @@ def pixels_of(
         if image.ndim == 2 or image.shape[2] == 1:
             return np.ascontiguousarray(np.repeat(image.reshape(height, width, 1), 3, axis=2))
         if image.shape[2] == 4:
-            image = Image.fromarray(np.ascontiguousarray(image), "RGBA")
+            image = Image.fromarray(np.ascontiguousarray(image))  # RGBA
         else:
             return np.ascontiguousarray(image)
     _allow_up_to(max_pixels)

@@ -255,10 +255,13 @@ class Index:
 
     def _prepare(self, query: Query) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(stored_vector, None)`` for an indexed, unchanged path, else ``(None, prepared)``."""
-        if isinstance(query, Image.Image):
-            return None, self.extractor.prepare(decode.to_rgb(query))
-        if isinstance(query, np.ndarray):
-            return None, self.extractor.prepare(query)
+        if isinstance(query, (Image.Image, np.ndarray)):
+            name = f"<{type(query).__name__}>"
+            try:
+                pixels = decode.pixels_of(query, max_pixels=self.max_pixels)
+            except decode.DecodeError as e:
+                raise QueryError(name, e) from None
+            return None, self._prepare_pixels(pixels, name)
         path = os.path.abspath(os.path.expanduser(os.fspath(query)))
         rec = self.store.catalog.get(display_path(path))
         if rec is not None and rec.status == "ok" and _same_file(rec, path):
@@ -268,7 +271,14 @@ class Index:
             pixels = decode.decode_file(path, min_side=self.extractor.min_side, max_pixels=self.max_pixels).pixels
         except decode.DecodeError as e:
             raise QueryError(display_path(path), e) from None
-        return None, self.extractor.prepare(pixels)
+        return None, self._prepare_pixels(pixels, display_path(path))
+
+    def _prepare_pixels(self, pixels: np.ndarray, name: str) -> np.ndarray:
+        try:
+            return self.extractor.prepare(pixels)
+        except Exception as e:  # as when indexing: an extractor failing on one odd image is that image's problem
+            error = decode.DecodeError(decode.SkipReason.DECODE_ERROR, f"{type(e).__name__}: {e}")
+            raise QueryError(name, error) from None
 
     def embed(self, query: Query) -> np.ndarray:
         """One query (path, PIL image or RGB array) -> its ``(width,)`` vector.

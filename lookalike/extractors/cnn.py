@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,12 +51,29 @@ def cpu_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
+def crop_to_cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The central part of ``image`` that scaling to cover ``height x width`` and
+    cropping the centre keeps, with a wide margin (4x along the long axis).
+
+    Images up to 4:1 come back whole. An extreme strip is cut first, or
+    scaling it whole would build a huge intermediate (1 x 100000 to
+    224 x 22 400 000 pixels: 15 GB) just to throw nearly all of it away.
+    """
+    h, w = image.shape[:2]
+    scale = max(height / h, width / w)
+    ch = min(h, 4 * math.ceil(height / scale) + 2)
+    cw = min(w, 4 * math.ceil(width / scale) + 2)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[top : top + ch, left : left + cw]
+
+
 def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Scale so the shorter side is ``size``, then cut the central ``size x size``.
 
     ``image``: ``(H, W, 3) uint8``. Returns ``(size, size, 3) uint8``.
     Downscaling uses area averaging (no aliasing), upscaling bilinear.
     """
+    image = crop_to_cover(image, size, size)
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))

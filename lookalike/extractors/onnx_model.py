@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .base import Extractor, l2_normalise
-from .cnn import cpu_session, resize_centre_crop
+from .cnn import cpu_session, crop_to_cover, resize_centre_crop
 
 #: ImageNet channel statistics on the 0..255 scale (torchvision's, times 255).
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
@@ -63,6 +63,8 @@ def resize_to(image: np.ndarray, height: int, width: int, mode: str) -> np.ndarr
             return np.ascontiguousarray(image)
         interp = cv2.INTER_AREA if height <= h and width <= w else cv2.INTER_LINEAR
         return cv2.resize(image, (width, height), interpolation=interp)
+    image = crop_to_cover(image, height, width)
+    h, w = image.shape[:2]
     scale = max(height / h, width / w)  # cover the target, then crop the centre
     nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
     if (nh, nw) != (h, w):

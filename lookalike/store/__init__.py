@@ -34,11 +34,15 @@ from .vectors import VectorFile
 
 __all__ = [
     "IndexStore", "Manifest", "FileRecord", "IndexStoreError", "NotAnIndex",
-    "ExtractorMismatch", "SchemaTooNew", "IndexLocked",
+    "ExtractorMismatch", "SchemaTooNew", "IndexLocked", "IndexReadOnly",
 ]
 
 
 class IndexLocked(IndexStoreError):
+    pass
+
+
+class IndexReadOnly(IndexStoreError):
     pass
 
 
@@ -93,7 +97,12 @@ class IndexStore:
         if self._lock_fd is not None:
             return
         path = self.directory / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if self.catalog.readonly:
+                raise PermissionError(errno.EACCES, "the catalog cannot be written")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise IndexReadOnly(f"the index {self.directory} is read-only ({e.strerror}): cannot add to it") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

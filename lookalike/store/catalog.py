@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -57,17 +58,24 @@ _COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, reaso
 class Catalog:
     def __init__(self, path: str, *, readonly: bool = False):
         self.path = path
-        if readonly:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-        else:
-            self.db = sqlite3.connect(path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(_SCHEMA)
-            self.db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0')",
-                (str(CATALOG_VERSION),),
-            )
+        self.readonly = readonly
+        if not readonly:
+            try:
+                self.db = sqlite3.connect(path, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(_SCHEMA)
+                self.db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0')",
+                    (str(CATALOG_VERSION),),
+                )
+            except sqlite3.OperationalError as e:  # a read-only file, folder or file system
+                self.db.close()
+                if not os.path.exists(path) or "readonly" not in str(e) and "unable to open" not in str(e):
+                    raise
+                self.readonly = True
+        if self.readonly:
+            self.db = _connect_readonly(path)
         self.db.execute("PRAGMA busy_timeout=10000")
 
     def close(self) -> None:
@@ -164,5 +172,23 @@ class Catalog:
                 db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (root, now))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite has already rolled back after e.g. "database or disk is full"
+                db.execute("ROLLBACK")
             raise
+
+
+def _connect_readonly(path: str) -> sqlite3.Connection:
+    """Read-only connection; in a read-only folder, where SQLite cannot make the
+    WAL index (``-shm``), as an immutable file if no write-ahead log is pending."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM meta").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise sqlite3.OperationalError(
+            f"cannot read {path}: its folder is read-only and it has an unfinished write-ahead log ({wal})"
+        )
+    return sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)

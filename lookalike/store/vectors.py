@@ -8,6 +8,7 @@ simply ignored and overwritten by the next writer.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
@@ -36,7 +37,12 @@ class VectorFile:
             raise ValueError(f"expected (n, {self.width}) rows, got {rows.shape}")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            os.pwrite(fd, rows.tobytes(), n_rows * self.row_bytes)
+            data, offset = memoryview(rows.tobytes()), n_rows * self.row_bytes
+            while data:  # pwrite may write less than asked (disk full): go on until it raises
+                written = os.pwrite(fd, data, offset)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+                data, offset = data[written:], offset + written
             os.fsync(fd)
         finally:
             os.close(fd)
