@@ -117,3 +117,21 @@ def test_kaze_concat_follows_the_tutorial():
     emb = ext.embed([pixels(CAT), np.full((100, 100, 3), 128, np.uint8)])
     assert abs(np.linalg.norm(emb[0]) - 1) < 1e-5
     assert not emb[1].any()
+
+
+def test_cnn_pca_whitening_learned_at_index_time(tmp_path):
+    import shutil
+
+    from lookalike import Index
+
+    folder = tmp_path / "photos"
+    shutil.copytree(DEMO, folder)
+    with Index.create(tmp_path / "idx", extractor={"name": "cnn", "pca": 6}) as ix:
+        ix.add(folder, jobs=1)
+        assert ix.store.manifest.dim == 6
+        assert set(ix.store.manifest.files) == {"pca_mean.npy", "pca_components.npy"}
+    with Index.open(tmp_path / "idx") as ix:
+        assert ix.extractor.pca_components.shape == (6, 1280)
+        small = np.asarray(Image.open(DEMO / "coffee.jpg").convert("RGB").resize((200, 133)))
+        assert ix.search(small, k=1)[0].path == str(folder / "coffee.jpg")
+    assert create("cnn").spec() == create({"name": "cnn", "pca": 0}).spec()  # default spec unchanged

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .base import Extractor, l2_normalise
+from .pca import apply_whitening, fit_whitening
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "efficientnet_lite0.onnx"
 
@@ -93,13 +94,26 @@ class CnnExtractor(Extractor):
     dtype = "float32"
     metric = "cosine"
 
-    def __init__(self, input_size: int = 224, threads: int | None = None, batch_size: int = 32):
+    def __init__(
+        self,
+        input_size: int = 224,
+        threads: int | None = None,
+        batch_size: int = 32,
+        pca: int = 0,
+        train_images: int = 2000,
+    ):
         if input_size < 32 or input_size % 32:
             raise ValueError("input_size must be a multiple of 32, at least 32")
+        if pca and not 0 < pca < 1280:
+            raise ValueError("pca must be between 1 and 1279 (0 = off)")
         self.input_size = int(input_size)
         self.threads = threads  # runtime only: does not change the vectors
         self.batch_size = int(batch_size)
-        self.dim = 1280
+        self.pca = int(pca)
+        self.train_images = int(train_images)
+        self.dim = self.pca or 1280
+        self.pca_mean: np.ndarray | None = None
+        self.pca_components: np.ndarray | None = None
         self._session = None
 
     @classmethod
@@ -116,13 +130,37 @@ class CnnExtractor(Extractor):
         return ext
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out = {
             "input_size": self.input_size,
             "resize": "shorter-side-centre-crop",
             "normalise": "(x-127)/128",
             "pooling": "avg",
             "model_sha256": model_digest(str(MODEL_PATH)),
         }
+        if self.pca:
+            out |= {"pca": self.pca, "train_images": self.train_images}
+        return out
+
+    # -- optional PCA-whitening, learned from the first images indexed --------------
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        return self.pca > 0
+
+    def is_trained(self) -> bool:
+        return not self.pca or self.pca_components is not None
+
+    def fit(self, prepared: Sequence[np.ndarray]) -> None:
+        self.pca_mean, self.pca_components = fit_whitening(self._pooled(prepared), self.pca)
+
+    def state(self) -> dict[str, np.ndarray]:
+        if self.pca_components is None:
+            return {}
+        return {"pca_mean": self.pca_mean, "pca_components": self.pca_components}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.pca and "pca_components" in arrays:
+            self.pca_mean = arrays["pca_mean"].astype(np.float32)
+            self.pca_components = arrays["pca_components"].astype(np.float32)
 
     @property
     def min_side(self) -> int:
@@ -143,9 +181,17 @@ class CnnExtractor(Extractor):
         session = self._get_session()
         return session.run(["feature_map"], {"input": x})[0]
 
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+    def _pooled(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(prepared), 1280), dtype=np.float32)
         for start in range(0, len(prepared), self.batch_size):
             chunk = np.stack(prepared[start : start + self.batch_size])
             out[start : start + len(chunk)] = self.feature_maps(chunk).mean(axis=(2, 3))
         return l2_normalise(out)
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        if len(prepared) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if not self.is_trained():
+            raise ValueError("cnn with pca: no PCA learned yet; index some images first")
+        pooled = self._pooled(prepared)
+        return apply_whitening(pooled, self.pca_mean, self.pca_components) if self.pca else pooled

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .base import Extractor, l2_normalise
+from .pca import apply_whitening, fit_whitening
 
 
 class NotTrained(RuntimeError):
@@ -201,16 +202,10 @@ class KeypointExtractor(Extractor):
 
     def _fit_pca(self, vlads: np.ndarray) -> None:
         """PCA-whitening of VLAD vectors learned on the training images."""
-        if len(vlads) <= self.pca:
-            raise NotTrained(
-                f"{self.name}: PCA to {self.pca} dimensions needs more than {self.pca} training "
-                f"images, got {len(vlads)} (lower 'pca' or index more images first)"
-            )
-        mean = vlads.mean(0)
-        _, sv, vt = np.linalg.svd(vlads - mean, full_matrices=False)
-        scale = 1.0 / np.maximum(sv[: self.pca] / np.sqrt(len(vlads)), 1e-6)
-        self.pca_mean = mean.astype(np.float32)
-        self.pca_components = (vt[: self.pca] * scale[:, None]).astype(np.float32)
+        try:
+            self.pca_mean, self.pca_components = fit_whitening(vlads, self.pca)
+        except ValueError as e:
+            raise NotTrained(f"{self.name}: {e} (lower 'pca' or index more images first)") from None
 
     def state(self) -> dict[str, np.ndarray]:
         if self.vocabulary is None:
@@ -245,7 +240,7 @@ class KeypointExtractor(Extractor):
             raise NotTrained(f"{self.name}: no vocabulary yet; index some images first")
         vlads = np.stack([self._vlad(self._floats(d)) for d in prepared])
         if self.pca:
-            return l2_normalise((vlads - self.pca_mean) @ self.pca_components.T)
+            return apply_whitening(vlads, self.pca_mean, self.pca_components)
         return vlads
 
     def _vlad(self, x: np.ndarray) -> np.ndarray:
