@@ -143,11 +143,30 @@ def label_map(index: Index, bench: Path, labels: dict[str, str]) -> dict[str, An
     }
 
 
+def train(extractor, bench: Path) -> None:
+    """Learn a trainable extractor's state on an even sample of the whole gallery.
+
+    (``Index.add`` would learn it from the first folder added alone, here the
+    243 originals.) No query image is used.
+    """
+    from lookalike import decode
+
+    files = sorted(p for folder in GALLERY_FOLDERS for p in (bench / folder).iterdir())
+    n = min(len(files), getattr(extractor, "train_images", 300))
+    sample = [files[round(i * (len(files) - 1) / max(1, n - 1))] for i in range(n)]
+    prepared = [extractor.prepare(decode.decode_file(p, min_side=extractor.min_side).pixels) for p in sample]
+    extractor.fit(prepared)
+    log(f"[{extractor.name}] trained on {len(prepared)} gallery images")
+
+
 def evaluate(spec: str, bench: Path, index_dir: Path, jobs: int | None, ground_truth, labels) -> dict[str, Any]:
     """Build one index and measure everything for one ``--extractor`` value."""
     label = extractor_label(spec)
     log(f"[{label}] indexing {', '.join(GALLERY_FOLDERS)} into {index_dir}")
-    with Index.create(index_dir, extractor=registry.parse(spec)) as index:
+    extractor = registry.create(registry.parse(spec))
+    if extractor.trainable:
+        train(extractor, bench)
+    with Index.create(index_dir, extractor=extractor) as index:
         indexing = build_index(index, bench, jobs)
         log(f"[{label}] {indexing['embedded']} images in {indexing['seconds']:.1f} s; "
             f"searching {len(ground_truth)} queries")

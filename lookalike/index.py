@@ -107,7 +107,11 @@ class Index:
             extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
             lookalike_version=__version__, ann=ann,
         )
-        return cls(IndexStore.create(os.path.expanduser(os.fspath(path)), manifest), ext, max_pixels)
+        store = IndexStore.create(os.path.expanduser(os.fspath(path)), manifest)
+        if ext.trainable and ext.is_trained():  # an extractor trained beforehand: keep its state
+            with store.writing():
+                store.save_state(ext.state())
+        return cls(store, ext, max_pixels)
 
     @classmethod
     def open(
@@ -390,6 +394,16 @@ class Index:
             vector_rows=self.store.catalog.n_rows(),
             bytes_on_disk=size,
         )
+
+    def duplicates(self, threshold: float | None = None, k: int = 10, against=None, **kw):
+        """Near-duplicate groups (``list[DuplicateGroup]``); see :mod:`lookalike.duplicates`.
+
+        ``against``: another :class:`Index`, index directory or image folder:
+        only matches between the two sets are reported.
+        """
+        from .duplicates import find_duplicates
+
+        return find_duplicates(self, threshold=threshold, k=k, against=against, **kw)
 
 
 def _same_file(rec: FileRecord, path: str) -> bool:

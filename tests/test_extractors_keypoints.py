@@ -118,3 +118,10 @@ def test_vlad_with_pca_whitening(tmp_path):
     with pytest.raises(NotTrained, match="more than 8 training images"):
         ext = create({"name": "sift", "pca": 8})
         ext.fit([ext.prepare(im) for im in photos()])
+
+
+def test_index_keeps_a_vocabulary_trained_beforehand(tmp_path, trained):
+    with Index.create(tmp_path / "idx", extractor=trained["orb"]) as ix:
+        assert ix.store.manifest.files == {"vocabulary.npy": "extractor state"}
+    with Index.open(tmp_path / "idx") as ix:
+        assert np.array_equal(ix.extractor.vocabulary, trained["orb"].vocabulary)
