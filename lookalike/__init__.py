@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, SkipReason  # noqa: E402
 from .extractors import Extractor, UnknownExtractor  # noqa: E402
+from .duplicates import DuplicateGroup, Member  # noqa: E402
 from .index import Index, IndexInfo, QueryError, QueryResult  # noqa: E402
 from .indexer import IndexInterrupted, IndexReport  # noqa: E402
 from .search import SearchResult  # noqa: E402
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "DEFAULT_MAX_PIXELS",
     "DecodeError",
+    "DuplicateGroup",
     "Extractor",
     "ExtractorMismatch",
     "Index",
@@ -28,6 +30,7 @@ __all__ = [
     "IndexInterrupted",
     "IndexLocked",
     "IndexReport",
+    "Member",
     "NotAnIndex",
     "QueryError",
     "QueryResult",

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 
 import click
@@ -216,6 +217,97 @@ def neighbours(index_dir, k, exact, as_json):
                 click.echo(path)
                 for h in hits:
                     click.echo(_hit_line(h))
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--against", default=None, type=click.Path(),
+              help="Another index (same extractor) or an image folder: report only matches between the two sets.")
+@click.option("--threshold", "-t", type=float, default=None, help="Minimum score (default: per extractor).")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours considered per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@click.option("--report", type=click.Path(), default=None, help="Write a report: .json, .csv or .html (thumbnails).")
+@click.option("--sheet", type=click.Path(), default=None, help="Write a contact sheet PNG (one row per group).")
+@click.option("--move-to", type=click.Path(), default=None, help="Move non-keepers under this folder.")
+@click.option("--symlink", is_flag=True, help="Replace non-keepers by symlinks to their keeper (originals kept in a trash folder).")
+@click.option("--delete", is_flag=True, help="Delete non-keepers for good (cannot be undone).")
+@click.option("--trash", type=click.Path(), default=None, help="Where --symlink keeps the originals (default: INDEX/trash).")
+@click.option("--undo-log", type=click.Path(), default=None, help="Undo log path (default: INDEX/undo-<time>.json).")
+@click.option("--yes", is_flag=True, help="Really act (without it, actions are a dry run).")
+def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to, symlink, delete, trash,
+               undo_log, yes):
+    """Groups of near-duplicate images, each with a suggested keeper; optional safe actions."""
+    from . import duplicates as dup
+
+    ops = [o for o, on in (("move", move_to), ("symlink", symlink), ("delete", delete)) if on]
+    if len(ops) > 1:
+        raise click.UsageError("choose one of --move-to, --symlink, --delete")
+    if ops and against:
+        raise click.UsageError("--against only reports matches; actions (--move-to, --symlink, --delete) "
+                               "work on one index's own duplicates")
+    with _errors(), Index.open(index_dir) as ix:
+        spec, metric = ix.store.manifest.extractor, ix.store.manifest.metric
+        thr = threshold if threshold is not None else dup.default_threshold(spec, metric)
+        groups = ix.duplicates(threshold=thr, k=k, against=against)
+        meta = {"index": ix.path, "threshold": thr, "k": k, "extractor": spec.get("name")}
+        if against:
+            meta["against"] = os.path.abspath(against)
+        if as_json:
+            click.echo(dup.report_json(groups, meta))
+        else:
+            for n, g in enumerate(groups, 1):
+                click.echo(f"group {n}: {len(g.members)} files")
+                for m in g.members:
+                    role = "keep" if m is g.keeper else f"{m.score:.4f}"
+                    res = f"{m.width}x{m.height}" if m.width else "?"
+                    click.echo(f"  {role:>6s}  {res:>11s}  {m.size or 0:>10d}  {m.path}")
+            n_dup = sum(len(g.members) - 1 for g in groups)
+            click.echo(f"{len(groups)} groups, {n_dup} duplicates (threshold {thr:g})", err=True)
+        if report:
+            click.echo(f"report: {dup.write_report(groups, report, meta)}", err=True)
+        if sheet:
+            click.echo(f"contact sheet: {dup.duplicates_sheet(groups, sheet)}", err=True)
+        if not ops:
+            return
+        op = ops[0]
+        dest = move_to if op == "move" else (trash or os.path.join(ix.path, "trash")) if op == "symlink" else None
+        actions = dup.plan_actions(ix, groups, op, dest)
+        todo = [a for a in actions if not a.skip]
+        for a in actions:
+            if a.skip:
+                click.echo(f"skip {a.path}: {a.skip}", err=True)
+        if not yes:
+            for a in todo:
+                where = f" -> {a.dest}" if op == "move" else f" (original to {a.dest}) -> symlink to {a.keeper}" \
+                    if op == "symlink" else ""
+                click.echo(f"would {op} {a.path}{where}")
+            note = " Deletion cannot be undone; --move-to DIR is the reversible way." if op == "delete" else ""
+            click.echo(f"dry run: {len(todo)} files would be acted on, nothing changed. Add --yes to do it.{note}",
+                       err=True)
+            return
+        log_path = undo_log or os.path.join(ix.path, time.strftime("undo-%Y%m%d-%H%M%S.json"))
+        log = dup.apply_actions(todo, log_path)
+        failed = [e for e in log["actions"] if e.get("error")]
+        for e in failed:
+            click.echo(f"failed {e['path']}: {e['error']}", err=True)
+        click.echo(f"{op}: {len(log['actions']) - len(failed)} done, {len(failed)} failed, "
+                   f"{len(actions) - len(todo)} skipped; undo log: {log_path}"
+                   + (" (deletions cannot be undone)" if op == "delete" else ""), err=True)
+        click.echo("The index still lists the changed files: run `lookalike index` again to update it.", err=True)
+
+
+@main.command()
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+def undo(log):
+    """Reverse the actions recorded in an undo LOG written by `lookalike duplicates --yes`."""
+    from .duplicates import undo as undo_log
+
+    with _errors():
+        messages = undo_log(log)
+    for m in messages:
+        click.echo(m)
+    if any(not m.startswith("restored") for m in messages):
+        sys.exit(1)
 
 
 @main.command()

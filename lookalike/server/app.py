@@ -191,6 +191,29 @@ class Health(BaseModel):
     files: int
 
 
+class DupMember(BaseModel):
+    path: str = Field(description="the file's path as indexed")
+    id: int | None = Field(description="catalog id")
+    score: float = Field(description="similarity to the group's keeper (1 for the keeper)")
+    width: int | None
+    height: int | None
+    size: int | None = Field(description="bytes")
+    mtime_ns: int | None
+    side: str = Field(description="'index'")
+
+
+class DupGroup(BaseModel):
+    keeper: str = Field(description="path of the suggested keeper (largest resolution, then file, then oldest)")
+    members: list[DupMember] = Field(description="keeper first, then the others by score")
+
+
+class DuplicatesResponse(BaseModel):
+    threshold: float
+    k: int
+    groups: list[DupGroup]
+    took_ms: float
+
+
 FileId = Annotated[int, Path(ge=1, le=MAX_ID, description="catalog id of an indexed file (from a search hit)")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="number of hits")]
 ThumbSize = Annotated[int, Query(ge=16, le=1024, description="longest side in pixels")]
@@ -728,14 +751,25 @@ def create_app(
         headers["Content-Length"] = str(st.st_size)
         return StreamingResponse(_stream(f, st.st_size), media_type=media, headers=headers)
 
-    not_yet = ("duplicate groups are not yet available in this version of lookalike; "
-               "they are planned for a later release")
+    not_yet = ("the duplicates page is not yet available in this version of lookalike; "
+               "GET /api/duplicates answers JSON, and `lookalike duplicates --report out.html` writes a page")
 
-    @app.get("/api/duplicates", tags=["duplicates"],
-             responses={501: {"model": ErrorBody, "description": "not yet available"}, **_ERRORS})
-    async def duplicates():
-        """Groups of near-duplicate images: **not yet available** (always 501)."""
-        return error_response(501, "not_implemented", not_yet)
+    @app.get("/api/duplicates", response_model=DuplicatesResponse, tags=["duplicates"], responses=_ERRORS)
+    async def duplicates(
+        threshold: Annotated[float | None, Query(ge=-1, le=1, description="minimum score (default: per extractor)")] = None,
+        k: Annotated[int, Query(ge=1, le=100, description="neighbours considered per image")] = 10,
+    ):
+        """Groups of near-duplicate images, each with a suggested keeper (see `lookalike duplicates`)."""
+        from ..duplicates import default_threshold
+
+        def find(ix: Index):
+            thr = threshold if threshold is not None else default_threshold(
+                ix.store.manifest.extractor, ix.store.manifest.metric)
+            return thr, [g.to_dict() for g in ix.duplicates(threshold=thr, k=k)]
+
+        t0 = time.perf_counter()
+        thr, groups = await views.call(find)
+        return {"threshold": thr, "k": k, "groups": groups, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
     # -- the page -------------------------------------------------------------------------
     @app.get("/duplicates", include_in_schema=False)

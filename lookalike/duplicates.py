@@ -1,0 +1,654 @@
+"""Near-duplicate groups, cross-collection matching, and safe actions on them.
+
+How groups are made
+-------------------
+1. **Candidate pairs** come from :meth:`Index.neighbours` (each file's ``k``
+   nearest others, default 10, through the index's own search structure):
+   a pair is kept when its score is at least the threshold. Time is linear in
+   the collection and memory ``O(n x k)``; no n x n matrix is ever formed.
+2. **Connected components** of those pairs (union-find, done by
+   ``scipy.sparse.csgraph`` in linear time and memory). Simple and
+   order-independent, but transitive: A~B and B~C put A and C together even
+   when A and C are not alike (a "chain" through gradual edits or a series of
+   similar shots).
+3. **Anchor check** (the mitigation; a complete-link-like test against one
+   representative). In each component the *centre* -- the member with the
+   highest summed similarity to the others (components over ``CENTRE_MAX``
+   members, 256, use the keeper instead, to bound the n^2 block) -- is the
+   anchor, and every member must score at least ``keeper_threshold``
+   (default: the threshold) against it. A group is therefore a star of
+   radius ``threshold`` around its centre rather than a chain of any length.
+   Members that fail are taken out and grouped again among themselves (same
+   rules), so nothing above threshold is silently lost; a member left without
+   a partner is dropped. Every member is thus above the threshold to at least
+   one other member (its pair) *and* to the centre. Why the centre and not the
+   keeper: the keeper is chosen by resolution, and the largest file is often
+   the most edited one (a rotated copy on an expanded canvas); anchoring on it
+   split true groups (on the benchmark, cnn at 0.825: copies grouped with their
+   original 0.51 with the keeper as anchor, 0.60 with the centre; pairwise F1
+   0.427 vs 0.470). ``keeper_threshold=-inf`` (API) switches the check off
+   (plain connected components: pairwise precision 0.06 at cnn 0.825 on the
+   benchmark -- chains merge hundreds of images).
+4. **Keeper**: members are ranked by largest resolution (width x height),
+   then largest file, then oldest mtime, then path; the first is the keeper.
+
+Every member's ``score`` is its similarity to the keeper (the keeper's is 1);
+it can be a little below the threshold when the keeper is not the centre.
+
+Default thresholds (per extractor, override with ``threshold=``/``--threshold``)
+were chosen once per extractor on the public benchmark by ``bench/dedup.py
+--sweep`` (the best pairwise F1 over a grid: cosine steps of 0.025, Hamming
+steps of one bit; nothing else was tuned); see README "Duplicates". Hash
+thresholds are ``1 - bits/64`` for the default 64-bit hashes; other hash sizes
+and extractors without a calibrated value use 0.90 (cosine) or 0.85 (Hamming,
+about 10 of 64 bits).
+
+Cross-set mode
+--------------
+``against`` is another index directory (it must have the same extractor spec)
+or a folder (its images are embedded with this index's extractor and nothing
+is written anywhere). Only pairs between the two sets are candidates, so every
+group mixes both sets. Members carry ``side`` ``"index"`` or ``"against"``.
+
+Actions (see :func:`plan_actions`, :func:`apply_actions`, :func:`undo`)
+---------------------------------------------------------------------
+Only non-keepers are acted on, only files recorded in *this* index's catalog
+(never ``against`` files), only files whose real path lies under one of the
+catalog's roots, and only if size and mtime still match the catalog; anything
+else is skipped with a reason. ``move`` moves files under a destination
+folder (keeping their path below the root), ``symlink`` moves the original
+into a trash folder and puts a symlink to the keeper in its place, ``delete``
+removes the file for good (the only irreversible action). Every applied run
+writes an undo log (JSON) that :func:`undo` replays in reverse. The command
+line refuses actions in cross-set mode (``--against`` only reports): there the
+keeper may be a file of the other set, and acting on this index's files
+because of files elsewhere is not "safe by default".
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .sources import display_path, walk
+
+#: Default threshold per extractor name (score = cosine, or 1 - Hamming bits / bits).
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "cnn": 0.825,
+    "phash": 1 - 8 / 64,  # 0.875: at most 8 of 64 bits differ
+    "dhash": 1 - 7 / 64,  # 0.890625
+    "ahash": 1 - 3 / 64,  # 0.953125
+    "whash": 1 - 2 / 64,  # 0.96875
+}
+COSINE_FALLBACK = 0.90
+HAMMING_FALLBACK = 0.85
+DEFAULT_K = 10
+#: components up to this size are anchored on their centre (an n^2 similarity block);
+#: larger ones on their keeper
+CENTRE_MAX = 256
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str
+    id: int | None  # catalog id in its own index (None for a folder image in cross-set mode)
+    score: float  # similarity to the group's keeper (1.0 for the keeper)
+    width: int | None
+    height: int | None
+    size: int | None
+    mtime_ns: int | None = None
+    side: str = "index"  # "index" or "against" (cross-set mode)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    keeper: Member
+    members: list[Member]  # keeper first, then the others by score (best first), then path
+
+    @property
+    def others(self) -> list[Member]:
+        return [m for m in self.members if m is not self.keeper]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keeper": self.keeper.path, "members": [asdict(m) for m in self.members]}
+
+
+def default_threshold(spec: dict, metric: str) -> float:
+    name = spec.get("name") if isinstance(spec, dict) else None
+    settings = {k: v for k, v in spec.items() if k != "name"} if isinstance(spec, dict) else {}
+    if name in DEFAULT_THRESHOLDS and not (name != "cnn" and settings.get("hash_size", 8) != 8):
+        return DEFAULT_THRESHOLDS[name]
+    return HAMMING_FALLBACK if metric == "hamming" else COSINE_FALLBACK
+
+
+# -- the grouping core (pure arrays; used by the API and by the 1M synthetic benchmark) --
+
+def keeper_rank(area: np.ndarray, size: np.ndarray, mtime: np.ndarray) -> np.ndarray:
+    """rank[i]: position of node i in keeping order (0 = best). Node order is path order
+    for ties, so the caller must number nodes in path order."""
+    n = len(area)
+    order = np.lexsort((np.arange(n), mtime, -size, -area))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def group_pairs(
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    s: np.ndarray,
+    threshold: float,
+    rank: np.ndarray,
+    similarity: Callable[[int, np.ndarray], np.ndarray],
+    keeper_threshold: float | None = None,
+    anchor: str = "centre",
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Groups of nodes ``0..n-1`` from scored pairs ``(a, b, s)``.
+
+    Returns ``[(keeper, members, scores_to_keeper)]`` with ``members`` starting
+    with the keeper. ``similarity(i, js)`` scores node ``i`` against nodes ``js``.
+    Memory is linear in ``n + len(a)``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    kt = threshold if keeper_threshold is None else keeper_threshold
+    keep = s >= threshold
+    a, b = np.asarray(a[keep], np.int64), np.asarray(b[keep], np.int64)
+    out: list[tuple[int, np.ndarray, np.ndarray]] = []
+    active = np.zeros(n, bool)
+    active[a] = True
+    active[b] = True
+    while len(a):
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
+        _, labels = connected_components(graph, directed=False)
+        nodes = np.flatnonzero(active)
+        order = np.lexsort((rank[nodes], labels[nodes]))
+        nodes = nodes[order]
+        cuts = np.flatnonzero(np.diff(labels[nodes])) + 1
+        peeled = []
+        for comp in np.split(nodes, cuts):
+            if len(comp) < 2:
+                continue
+            centre = 0
+            if anchor == "centre" and len(comp) <= CENTRE_MAX:
+                sims = np.stack([np.asarray(similarity(int(i), comp), np.float64) for i in comp])
+                centre = int(np.argmax(sims.sum(axis=1)))  # first in keeping order on ties
+            c = int(comp[centre])
+            sc = np.asarray(similarity(c, comp), np.float64)
+            ok = sc >= kt
+            ok[centre] = True
+            if ok.sum() >= 2:
+                members = comp[ok]  # still in keeping order: the first is the keeper
+                keeper = int(members[0])
+                scores = np.asarray(similarity(keeper, members), np.float64)
+                scores[0] = 1.0
+                out.append((keeper, members, scores))
+            else:  # the anchor matches nobody well enough: it leaves, the rest regroup
+                ok[:] = False
+                ok[centre] = True
+            peeled.append(comp[~ok])
+        still = np.zeros(n, bool)
+        for p in peeled:
+            still[p] = True
+        if not still.any():
+            break
+        both = still[a] & still[b]
+        a, b = a[both], b[both]
+        active = np.zeros(n, bool)
+        active[a] = True
+        active[b] = True
+    return out
+
+
+# -- from an index ---------------------------------------------------------------------
+
+@dataclass
+class _Nodes:
+    paths: list[str]
+    ids: list[int | None]
+    width: np.ndarray
+    height: np.ndarray
+    size: np.ndarray
+    mtime: np.ndarray
+    vectors: "_Vectors"
+    side: list[str] = field(default_factory=list)
+
+
+class _Vectors:
+    """Node vectors read on demand from one or more (matrix, rows) parts: the index's
+    memory-mapped matrix is never copied as a whole."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(r) for _, r in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, idx) -> np.ndarray:
+        idx = np.atleast_1d(np.asarray(idx, np.int64))
+        part = np.searchsorted(self.offsets, idx, "right") - 1
+        m0 = self.parts[0][0]
+        out = np.empty((len(idx), m0.shape[1]), m0.dtype)
+        for p, (matrix, rows) in enumerate(self.parts):
+            sel = part == p
+            if sel.any():
+                out[sel] = matrix[rows[idx[sel] - self.offsets[p]]]
+        return out
+
+
+def _similarity_fn(vectors: _Vectors, metric: str, bits: int):
+    if metric == "hamming":
+        def sim(i, js):
+            d = np.bitwise_count(vectors.take(js) ^ vectors.take(i)).sum(axis=1)
+            return 1.0 - d / bits
+    else:
+        def sim(i, js):
+            return vectors.take(js).astype(np.float32) @ vectors.take(i)[0].astype(np.float32)
+    return sim
+
+
+def _index_nodes(index, side: str = "index") -> _Nodes:
+    live = index.live()
+    recs = {r.path: r for r in index.store.catalog.records(status="ok")}
+    rs = [recs.get(p) for p in live.paths]
+    vec = _Vectors([(live.matrix, np.asarray(live.rows, np.int64))])
+    return _Nodes(
+        list(live.paths), [int(i) for i in live.ids],
+        np.array([r.width or 0 if r else 0 for r in rs], np.int64),
+        np.array([r.height or 0 if r else 0 for r in rs], np.int64),
+        np.array([r.size if r else 0 for r in rs], np.int64),
+        np.array([r.mtime_ns if r else 0 for r in rs], np.int64),
+        vec, [side] * len(rs),
+    )
+
+
+def _folder_nodes(index, folder: str) -> _Nodes:
+    """Embed every image under ``folder`` with ``index``'s extractor; writes nothing."""
+    from PIL import Image
+
+    from .index import QueryError
+
+    paths, vecs, widths, heights, sizes, mtimes = [], [], [], [], [], []
+    pending: list[tuple[np.ndarray | None, np.ndarray | None]] = []
+
+    def flush():
+        fresh = [p for v, p in pending if v is None]
+        emb = iter(index.extractor.embed_prepared(fresh)) if fresh else iter(())
+        vecs.extend(v if v is not None else next(emb) for v, _ in pending)
+        pending.clear()
+
+    for e in walk(folder):
+        try:
+            pending.append(index._prepare(e.path))
+        except QueryError:
+            continue
+        try:
+            with Image.open(e.path) as im:
+                w, h = im.size
+        except Exception:
+            w = h = 0
+        paths.append(display_path(e.path)), widths.append(w), heights.append(h)
+        sizes.append(e.size), mtimes.append(e.mtime_ns)
+        if len(pending) >= 64:
+            flush()
+    if pending:
+        flush()
+    dim = index.store.matrix().shape[1]
+    dtype = np.uint8 if index.store.manifest.metric == "hamming" else np.float32
+    vec = _Vectors([(np.asarray(vecs, dtype) if vecs else np.zeros((0, dim), dtype), np.arange(len(vecs)))])
+    return _Nodes(paths, [None] * len(paths), np.array(widths, np.int64), np.array(heights, np.int64),
+                  np.array(sizes, np.int64), np.array(mtimes, np.int64), vec, ["against"] * len(paths))
+
+
+def find_duplicates(index, threshold: float | None = None, k: int = DEFAULT_K, against=None,
+                    keeper_threshold: float | None = None) -> list[DuplicateGroup]:
+    """Near-duplicate groups of ``index`` (or, with ``against``, matches between the sets).
+
+    ``against``: an :class:`Index`, an index directory or an image folder.
+    Groups are ordered by keeper path.
+    """
+    if threshold is None:
+        threshold = default_threshold(index.store.manifest.extractor, index.store.manifest.metric)
+    cand = candidates(index, threshold, k, against)
+    return cand.groups(threshold, keeper_threshold)
+
+
+@dataclass
+class Candidates:
+    """Scored candidate pairs over numbered nodes; :meth:`groups` applies a threshold."""
+
+    nodes: _Nodes
+    a: np.ndarray
+    b: np.ndarray
+    s: np.ndarray
+    rank: np.ndarray
+    similarity: Callable[[int, np.ndarray], np.ndarray]
+    cross: bool
+
+    def groups(self, threshold: float, keeper_threshold: float | None = None) -> list[DuplicateGroup]:
+        nodes = self.nodes
+        raw = group_pairs(len(nodes.paths), self.a, self.b, self.s, threshold, self.rank,
+                          self.similarity, keeper_threshold)
+        groups = []
+        for keeper, members, scores in raw:
+            if self.cross and len({nodes.side[m] for m in members}) < 2:
+                continue  # a regrouped remainder from one set only
+            ms = [_member(nodes, int(m), float(sc)) for m, sc in zip(members, scores)]
+            rest = sorted(ms[1:], key=lambda m: (-m.score, m.path))
+            groups.append(DuplicateGroup(ms[0], [ms[0], *rest]))
+        groups.sort(key=lambda g: g.keeper.path)
+        return groups
+
+
+def candidates(index, min_score: float, k: int = DEFAULT_K, against=None) -> Candidates:
+    """Pairs scoring at least ``min_score`` among each file's ``k`` nearest neighbours
+    (or, with ``against``, between each ``against`` image and its ``k`` nearest in ``index``)."""
+    metric, bits = index.store.manifest.metric, index.extractor.dim
+    nodes = _index_nodes(index)
+    n_a = len(nodes.paths)
+    pos = {i: j for j, i in enumerate(nodes.ids)}
+    a_list, b_list, s_list = [], [], []
+    if against is None:
+        for j, (path, hits) in enumerate(index.neighbours(k)):
+            for h in hits:
+                if h.score >= min_score:
+                    a_list.append(j), b_list.append(pos[h.id]), s_list.append(h.score)
+        allnodes = nodes
+    else:
+        other = _against_nodes(index, against)
+        for start in range(0, len(other.paths), 1024):
+            vq = other.vectors.take(np.arange(start, min(start + 1024, len(other.paths))))
+            found = index.search_vectors(vq if metric == "hamming" else vq.astype(np.float32), k)
+            for off, hits in enumerate(found):
+                j = start + off
+                for h in hits:
+                    if h.score >= min_score and h.path != other.paths[j]:
+                        a_list.append(n_a + j), b_list.append(pos[h.id]), s_list.append(h.score)
+        allnodes = _concat(nodes, other)
+    n = len(allnodes.paths)
+    path_order = np.argsort(np.array(allnodes.paths, dtype=object), kind="stable") if n else np.zeros(0, np.int64)
+    by_path = np.empty(n, np.int64)
+    by_path[path_order] = np.arange(n)
+    area = allnodes.width * allnodes.height
+    order = np.lexsort((by_path, allnodes.mtime, -allnodes.size, -area))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return Candidates(allnodes, np.array(a_list, np.int64), np.array(b_list, np.int64),
+                      np.array(s_list, np.float64), rank,
+                      _similarity_fn(allnodes.vectors, metric, bits), against is not None)
+
+
+def _member(nodes: _Nodes, i: int, score: float) -> Member:
+    w, h = int(nodes.width[i]), int(nodes.height[i])
+    return Member(nodes.paths[i], nodes.ids[i], round(min(score, 1.0), 6), w or None, h or None,
+                  int(nodes.size[i]), int(nodes.mtime[i]), nodes.side[i])
+
+
+def _concat(x: _Nodes, y: _Nodes) -> _Nodes:
+    vec = _Vectors(x.vectors.parts + y.vectors.parts)
+    return _Nodes(x.paths + y.paths, x.ids + y.ids, np.concatenate([x.width, y.width]),
+                  np.concatenate([x.height, y.height]), np.concatenate([x.size, y.size]),
+                  np.concatenate([x.mtime, y.mtime]), vec, x.side + y.side)
+
+
+def _against_nodes(index, against) -> _Nodes:
+    from .index import Index
+
+    if isinstance(against, Index):
+        if against.store.manifest.extractor != index.store.manifest.extractor:
+            from .store.manifest import ExtractorMismatch, spec_differences
+
+            diff = spec_differences(against.store.manifest.extractor, index.store.manifest.extractor)
+            raise ExtractorMismatch(f"{against.path} was built with another extractor: {'; '.join(diff)}")
+        return _index_nodes(against, "against")
+    path = os.path.abspath(os.path.expanduser(os.fspath(against)))
+    if os.path.exists(os.path.join(path, "manifest.json")):
+        with Index.open(path, index.store.manifest.extractor) as other:  # ExtractorMismatch if it differs
+            nodes = _index_nodes(other, "against")
+            matrix, rows = nodes.vectors.parts[0]
+            nodes.vectors = _Vectors([(np.array(matrix[rows]), np.arange(len(rows)))])  # detach from the closed file
+            return nodes
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--against: {path} is neither an index nor a folder")
+    return _folder_nodes(index, path)
+
+
+# -- reports ---------------------------------------------------------------------------
+
+def report_json(groups: Sequence[DuplicateGroup], meta: dict | None = None) -> str:
+    return json.dumps({**(meta or {}), "groups": [g.to_dict() for g in groups]}, indent=2)
+
+
+def write_report(groups: Sequence[DuplicateGroup], out: str, meta: dict | None = None) -> str:
+    """Write ``out`` as JSON, CSV or HTML, chosen by its extension."""
+    ext = os.path.splitext(out)[1].lower()
+    if ext == ".json":
+        text = report_json(groups, meta)
+    elif ext == ".csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["group", "role", "path", "id", "score", "width", "height", "size", "side"])
+        for n, g in enumerate(groups, 1):
+            for m in g.members:
+                w.writerow([n, "keep" if m is g.keeper else "duplicate", m.path, m.id, m.score,
+                            m.width, m.height, m.size, m.side])
+        text = buf.getvalue()
+    elif ext in (".html", ".htm"):
+        text = report_html(groups, meta)
+    else:
+        raise ValueError(f"report {out}: use a .json, .csv or .html file name")
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return out
+
+
+def thumbnail_data_uri(path: str, size: int = 160, quality: int = 70) -> str | None:
+    from PIL import Image
+
+    from . import decode
+
+    try:
+        img = Image.fromarray(decode.decode_file(path, min_side=size).pixels)
+    except (decode.DecodeError, OSError):
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_html(groups: Sequence[DuplicateGroup], meta: dict | None = None, thumb: int = 160) -> str:
+    esc = html.escape
+    meta = meta or {}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>lookalike duplicates</title><style>",
+        "body{font-family:sans-serif;margin:1em}section{border-top:1px solid #ccc;padding:.5em 0}",
+        "figure{display:inline-block;vertical-align:top;margin:.3em;width:%dpx;font-size:12px}" % thumb,
+        "figure img{max-width:%dpx;max-height:%dpx;display:block}.keep{outline:3px solid #1a9e3c}" % (thumb, thumb),
+        "figcaption{word-break:break-all}</style></head><body>",
+        f"<h1>{len(groups)} duplicate groups</h1>",
+        "<p>" + esc(", ".join(f"{k}: {v}" for k, v in meta.items())) + "</p>",
+    ]
+    for n, g in enumerate(groups, 1):
+        parts.append(f"<section><h2>Group {n} ({len(g.members)} files)</h2>")
+        for m in g.members:
+            uri = thumbnail_data_uri(m.path, thumb)
+            img = f"<img src='{uri}' alt=''>" if uri else "<div>(no preview)</div>"
+            role = "keep" if m is g.keeper else f"score {m.score:.3f}"
+            res = f"{m.width}x{m.height}" if m.width else "?"
+            size = f"{m.size / 1024:.0f} KiB" if m.size is not None else "?"
+            cls = " class='keep'" if m is g.keeper else ""
+            parts.append(f"<figure{cls}>{img}<figcaption><b>{esc(role)}</b><br>{res}, {size}"
+                         f"{' (' + esc(m.side) + ')' if m.side != 'index' else ''}<br>{esc(m.path)}</figcaption></figure>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def duplicates_sheet(groups: Sequence[DuplicateGroup], out_path: str, thumb: int = 160) -> str:
+    """A contact sheet (the layout of :mod:`lookalike.sheet`): one row per group,
+    keeper first (green frame, "keep"), then the others with their scores."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .sheet import LABEL, PAD, _thumb
+
+    cols = max((len(g.members) for g in groups), default=1)
+    cell_w, cell_h = thumb + PAD, thumb + LABEL + PAD
+    sheet = Image.new("RGB", (PAD + cols * cell_w, PAD + max(1, len(groups)) * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    for r, g in enumerate(groups):
+        y = PAD + r * cell_h
+        for c, m in enumerate(g.members):
+            x = PAD + c * cell_w
+            sheet.paste(_thumb(m.path, thumb), (x, y))
+            if m is g.keeper:
+                draw.rectangle([x - 2, y - 2, x + thumb + 1, y + thumb + 1], outline=(30, 160, 60), width=3)
+            label = "keep" if m is g.keeper else f"{m.score:.3f}"
+            if m.width:
+                label += f"  {m.width}x{m.height}"
+            name = os.path.basename(m.path)
+            name = name if len(name) <= 24 else name[:21] + "..."
+            draw.text((x, y + thumb + 3), label, fill="black", font=font)
+            draw.text((x, y + thumb + 18), name, fill=(90, 90, 90), font=font)
+    sheet.save(out_path)
+    return os.fspath(out_path)
+
+
+# -- actions ---------------------------------------------------------------------------
+
+@dataclass
+class Action:
+    op: str  # "move", "symlink", "delete"
+    path: str  # the non-keeper acted on
+    keeper: str
+    dest: str | None = None  # where the file goes (move: destination; symlink: trash copy)
+    skip: str | None = None  # why it will not be done
+
+
+def _under(path: str, roots: Sequence[str]) -> str | None:
+    real = os.path.realpath(path)
+    for r in roots:
+        rr = os.path.realpath(r)
+        if real == rr or real.startswith(rr.rstrip(os.sep) + os.sep):
+            return r
+    return None
+
+
+def plan_actions(index, groups: Sequence[DuplicateGroup], op: str, dest: str | None = None) -> list[Action]:
+    """What ``op`` would do to each non-keeper, with a ``skip`` reason where it must not."""
+    if op not in ("move", "symlink", "delete"):
+        raise ValueError(f"unknown action {op!r}")
+    if op in ("move", "symlink") and not dest:
+        raise ValueError(f"{op} needs a destination folder")
+    roots = index.store.catalog.roots()
+    actions = []
+    for g in groups:
+        for m in g.others:
+            a = Action(op, m.path, g.keeper.path)
+            actions.append(a)
+            if m.side != "index":
+                a.skip = "not in this index (cross-set files are never touched)"
+                continue
+            root = _under(m.path, roots)
+            if root is None:
+                a.skip = "outside the index's roots"
+                continue
+            if op == "symlink" and _under(g.keeper.path, roots) is None:
+                a.skip = "keeper outside the index's roots"
+                continue
+            rec = index.store.catalog.get(m.path)
+            try:
+                st = os.lstat(m.path)
+            except OSError as e:
+                a.skip = f"cannot stat: {e.strerror}"
+                continue
+            if os.path.islink(m.path):
+                a.skip = "is a symlink"
+                continue
+            if rec is None or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns:
+                a.skip = "changed since indexed (size/mtime differ from the catalog); re-index first"
+                continue
+            if op == "symlink" and not os.path.isfile(g.keeper.path):
+                a.skip = "keeper missing"
+                continue
+            if op != "delete":
+                rel = os.path.relpath(os.path.realpath(m.path), os.path.realpath(root))
+                a.dest = os.path.join(os.path.abspath(dest), os.path.basename(os.path.realpath(root)) or "root", rel)
+                if os.path.lexists(a.dest):
+                    a.skip = f"destination exists: {a.dest}"
+    return actions
+
+
+def apply_actions(actions: Iterable[Action], log_path: str) -> dict:
+    """Carry out the planned (not skipped) actions; write the undo log as we go."""
+    log = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "actions": []}
+
+    def save():
+        tmp = log_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(log, f, indent=2)
+        os.replace(tmp, log_path)
+
+    save()
+    for a in actions:
+        if a.skip:
+            continue
+        entry = {"op": a.op, "path": a.path, "keeper": a.keeper, "dest": a.dest}
+        try:
+            if a.op == "delete":
+                os.remove(a.path)
+            else:
+                os.makedirs(os.path.dirname(a.dest), exist_ok=True)
+                shutil.move(a.path, a.dest)
+                if a.op == "symlink":
+                    os.symlink(os.path.abspath(a.keeper), a.path)
+        except OSError as e:
+            entry["error"] = f"{e.strerror or e}"
+        log["actions"].append(entry)
+        save()
+    return log
+
+
+def undo(log_path: str) -> list[str]:
+    """Replay an undo log in reverse; returns one message per entry."""
+    with open(log_path, encoding="utf-8") as f:
+        log = json.load(f)
+    messages = []
+    for e in reversed(log.get("actions", [])):
+        path, dest, op = e["path"], e.get("dest"), e["op"]
+        if e.get("error"):
+            messages.append(f"not done, nothing to undo: {path}")
+            continue
+        if op == "delete":
+            messages.append(f"cannot undo a deletion: {path}")
+            continue
+        if op == "symlink":
+            if os.path.islink(path) and os.readlink(path) == os.path.abspath(e["keeper"]):
+                os.unlink(path)
+            elif os.path.lexists(path):
+                messages.append(f"skipped: {path} is no longer the symlink we made")
+                continue
+        if os.path.lexists(path):
+            messages.append(f"skipped: {path} exists again")
+            continue
+        if not dest or not os.path.lexists(dest):
+            messages.append(f"skipped: {dest} is gone")
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.move(dest, path)
+        messages.append(f"restored {path}")
+    return messages
