@@ -179,7 +179,17 @@ def test_errors_have_one_shape(client):
     assert_error(client.get("/api/files/424242"), 404, "not_found")
     assert_error(client.delete("/api/health"), 405, "method_not_allowed")
     assert_error(client.get("/api/duplicates?threshold=2"), 422)
-    assert "not yet available" in client.get("/duplicates").json()["error"]["message"]
+
+
+def test_duplicates_page_redirects_to_the_page_view(client, token_server):
+    r = client.get("/duplicates", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "./#duplicates"
+    page = client.get("/duplicates", follow_redirects=True)  # the page, which opens its duplicates view
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="dup-view"' in page.text
+    # the page shell needs no token (the data it then asks for does)
+    r = httpx.get(token_server.url + "/duplicates", follow_redirects=True)
+    assert r.status_code == 200 and 'id="dup-view"' in r.text
 
 
 def test_duplicates_api(client, gallery):

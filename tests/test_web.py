@@ -188,3 +188,117 @@ def test_without_a_token_the_page_asks_for_it(page, token_server):
     page.set_input_files("#file", str(DEMO / "cat.jpg"))
     assert wait_for_results(page, "/cat.jpg")[0]["score"] > 0.999
     assert page.is_hidden("#token-form")
+
+
+# -- the duplicates view ------------------------------------------------------------------
+PLANTED = ("cat", "rocket")  # each gets a copy resized to 60% and re-saved at JPEG quality 70
+DUPS_LOADED = "() => { const imgs = [...document.querySelectorAll('.dup-member img')];" \
+              " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+
+
+@pytest.fixture(scope="module")
+def dup_gallery(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("web-dups")
+    photos = base / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    for name in PLANTED:
+        with Image.open(DEMO / f"{name}.jpg") as im:
+            small = im.resize((round(im.width * 0.6), round(im.height * 0.6)), Image.LANCZOS)
+            small.save(photos / f"{name}-small.jpg", quality=70)
+    idx = base / "idx"
+    with Index.create(idx, "cnn") as ix:
+        ix.add(photos, jobs=1)
+    return {"photos": photos, "index": idx}
+
+
+@pytest.fixture(scope="module")
+def dup_server(dup_gallery):
+    with LiveServer(dup_gallery["index"]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def dup_token_server(dup_gallery):
+    with LiveServer(dup_gallery["index"], "--token", TOKEN) as s:
+        yield s
+
+
+def dup_groups(page) -> list[dict]:
+    page.wait_for_function(DUPS_LOADED)
+    return page.eval_on_selector_all(
+        ".dup-group", "gs => gs.map(g => ({keeper: g.dataset.keeper, members: [...g.querySelectorAll('.dup-member')]"
+        ".map(m => ({id: +m.dataset.id, path: m.dataset.path, score: +m.dataset.score, role: m.dataset.role,"
+        " keeperClass: m.classList.contains('keeper'), text: m.innerText}))}))")
+
+
+def test_duplicates_view_shows_the_planted_groups(page, dup_server, dup_gallery):
+    photos = dup_gallery["photos"]
+    page.goto(dup_server.url + "/")
+    page.wait_for_function("() => document.getElementById('index-info').textContent.includes('10 images')")
+    assert page.is_hidden("#dup-view")
+    page.click("#tab-duplicates")
+    page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 2")
+    groups = dup_groups(page)
+    assert page.url.endswith("#duplicates")
+    assert page.is_hidden("#search-view") and page.is_visible("#dup-view")
+    assert "2 groups" in page.inner_text("#dup-status") and "server default" in page.inner_text("#dup-status")
+    assert [g["keeper"] for g in groups] == [str(photos / f"{n}.jpg") for n in PLANTED]
+    for name, g in zip(PLANTED, groups):
+        keeper, copy = g["members"]
+        assert keeper["path"] == g["keeper"] and keeper["role"] == "keeper" and keeper["keeperClass"]
+        assert copy["path"] == str(photos / f"{name}-small.jpg") and copy["role"] == "duplicate"
+        assert not copy["keeperClass"] and 0.8 < copy["score"] < 1
+        assert "KEEP" in keeper["text"].upper() and f"{copy['score']:.3f}" in copy["text"]
+        for m in (keeper, copy):
+            with Image.open(m["path"]) as im:
+                assert f"{im.width}\u00d7{im.height}" in m["text"]
+            assert f"{round(os.path.getsize(m['path']) / 1024)} KB" in m["text"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-duplicates.png"), full_page=True)
+
+    # a stricter threshold keeps only the closer pair, and goes into the (bookmarkable) URL
+    page.fill("#dup-threshold", "0.95")
+    page.click("#dup-find")
+    page.wait_for_function("() => document.getElementById('dup-status').textContent.includes('threshold 0.950')")
+    assert [g["keeper"] for g in dup_groups(page)] == [str(photos / "cat.jpg")]
+    assert page.url.endswith("#duplicates&threshold=0.95")
+
+    # clicking a thumbnail searches from it, in the search view
+    small = page.get_attribute(".dup-member[data-role='duplicate']", "data-id")
+    page.click(".dup-member[data-role='duplicate']")
+    found = wait_for_results(page, "/cat-small.jpg")
+    assert found[0]["id"] == int(small) and page.url.endswith(f"#id={small}")
+    assert page.is_visible("#search-view") and page.is_hidden("#dup-view")
+    assert found[1]["path"] == str(photos / "cat.jpg")
+    # back: the duplicates view again, as it was
+    page.go_back()
+    page.wait_for_selector("#dup-view", state="visible")
+    assert page.input_value("#dup-threshold") == "0.95" and len(dup_groups(page)) == 1
+    # the Search tab returns to the search as it was
+    page.click("#tab-search")
+    page.wait_for_selector("#search-view", state="visible")
+    assert page.url.endswith(f"#id={small}") and hits(page)[0]["id"] == int(small)
+    # the bookmark opens straight into the view (reload: a fresh page, not a same-page hash change)
+    page.goto(dup_server.url + "/#duplicates&threshold=0.95")
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 1")
+    assert page.input_value("#dup-threshold") == "0.95" and page.is_hidden("#search-view")
+    page.click("#tab-search")
+    page.wait_for_selector("#search-view", state="visible")
+    assert "#" not in page.url and page.is_hidden("#dup-view")
+    assert page.errors == []
+
+
+def test_duplicates_page_with_a_token(page, dup_token_server, dup_gallery):
+    page.goto(dup_token_server.url + "/duplicates")  # redirected to the page's duplicates view
+    page.wait_for_selector("#token-form", state="visible")
+    assert page.url.endswith("/#duplicates") and page.is_visible("#dup-view")
+    assert "[unauthorized]" in page.inner_text("#dup-status")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-form button")
+    page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 2")
+    groups = dup_groups(page)  # the thumbnails too: fetched with the header
+    assert all(g["members"][0]["role"] == "keeper" for g in groups)
+    assert page.is_hidden("#token-form")

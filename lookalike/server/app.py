@@ -44,7 +44,7 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -751,9 +751,6 @@ def create_app(
         headers["Content-Length"] = str(st.st_size)
         return StreamingResponse(_stream(f, st.st_size), media_type=media, headers=headers)
 
-    not_yet = ("the duplicates page is not yet available in this version of lookalike; "
-               "GET /api/duplicates answers JSON, and `lookalike duplicates --report out.html` writes a page")
-
     @app.get("/api/duplicates", response_model=DuplicatesResponse, tags=["duplicates"], responses=_ERRORS)
     async def duplicates(
         threshold: Annotated[float | None, Query(ge=-1, le=1, description="minimum score (default: per extractor)")] = None,
@@ -774,7 +771,9 @@ def create_app(
     # -- the page -------------------------------------------------------------------------
     @app.get("/duplicates", include_in_schema=False)
     async def duplicates_view():
-        return error_response(501, "not_implemented", not_yet)
+        # The page is one document with two views; this is its bookmarkable duplicates view.
+        # Relative, so it also works behind a proxy that serves the app under a prefix.
+        return RedirectResponse("./#duplicates", status_code=307, headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def page():

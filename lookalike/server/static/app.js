@@ -1,5 +1,6 @@
 // lookalike web page: pick or drop an image, see the most similar indexed images,
-// click one to search with it. Plain JS, no build step, talks only to this server.
+// click one to search with it; or (#duplicates) see groups of near-duplicates with
+// the suggested keeper. Plain JS, no build step, talks only to this server.
 "use strict";
 
 (() => {
@@ -9,13 +10,17 @@
     drop: $("drop"), file: $("file"), queryImage: $("query-image"), dropText: $("drop-text"),
     caption: $("query-caption"), k: $("k"), status: $("status"), results: $("results"),
     info: $("index-info"), tokenForm: $("token-form"), tokenInput: $("token-input"),
+    searchView: $("search-view"), dupView: $("dup-view"), tabs: [...document.querySelectorAll(".tab")],
+    dupForm: $("dup-form"), dupThreshold: $("dup-threshold"), dupFind: $("dup-find"),
+    dupStatus: $("dup-status"), dupGroups: $("dup-groups"), dupMore: $("dup-more"),
   };
   // Where the server's own message is not what a person on this page needs to read.
   const MESSAGES = {
     unauthorized: "This server needs a token: enter it below.",
     network: "The server cannot be reached.",
   };
-  let objectUrls = [];
+  const objectUrls = []; // blob: URLs of the search view's images (with a token)
+  const dupUrls = []; // ... and of the duplicates view's
   let queryUrl = null;
   let generation = 0; // drops answers to searches that were overtaken by a newer one
   let retry = null; // what to do again once a token was entered
@@ -29,7 +34,7 @@
     if (url.searchParams.has("token")) { token = url.searchParams.get("token"); url.searchParams.delete("token"); }
     if (token !== null) {
       sessionStorage.setItem(TOKEN_KEY, token);
-      const rest = hash.toString();
+      const rest = hash.toString().replace(/=(&|$)/g, "$1"); // "#duplicates", not "#duplicates="
       history.replaceState(null, "", url.pathname + url.search + (rest ? "#" + rest : ""));
     }
   }
@@ -59,28 +64,27 @@
     return res;
   }
 
-  function setStatus(text, isError = false) {
-    els.status.textContent = text;
-    els.status.classList.toggle("error", isError);
+  function setStatus(text, isError = false, el = els.status) {
+    el.textContent = text;
+    el.classList.toggle("error", isError);
   }
 
-  function showError(err, again) {
+  function showError(err, again, el = els.status) {
     if (err.status === 401) {
       retry = again;
       els.tokenForm.hidden = false;
       els.tokenInput.focus();
     }
     const text = MESSAGES[err.code] || err.message;
-    setStatus(text.charAt(0).toUpperCase() + text.slice(1) + " [" + err.code + "]", true);
+    setStatus(text.charAt(0).toUpperCase() + text.slice(1) + " [" + err.code + "]", true, el);
   }
 
   // -- images: plain URLs without a token; with one, fetched with the header as blobs --
-  function releaseUrls() {
-    objectUrls.forEach((u) => URL.revokeObjectURL(u));
-    objectUrls = [];
+  function releaseUrls(pool = objectUrls) {
+    pool.splice(0).forEach((u) => URL.revokeObjectURL(u));
   }
 
-  async function loadImage(img, path) {
+  async function loadImage(img, path, pool = objectUrls) {
     if (!token()) {
       img.src = path;
       return;
@@ -88,7 +92,7 @@
     try {
       const blob = await (await api(path)).blob();
       const u = URL.createObjectURL(blob);
-      objectUrls.push(u);
+      pool.push(u);
       img.src = u;
     } catch (e) {
       img.alt = "thumbnail unavailable (" + e.code + ")";
@@ -164,6 +168,8 @@
   // -- searches --
   async function searchFile(file) {
     if (!file) return;
+    const fromDuplicates = view === "duplicates";
+    showView("search");
     const mine = ++generation;
     showQuery(file, file.name + " (" + Math.round(file.size / 1024) + " KB)");
     setStatus("Searching\u2026");
@@ -175,13 +181,16 @@
       if (mine !== generation) return;
       els.caption.textContent = file.name + " \u2014 " + data.query.width + "\u00d7" + data.query.height;
       render(data, null);
-      history.replaceState(null, "", window.location.pathname + window.location.search);
+      const plain = window.location.pathname + window.location.search;
+      if (fromDuplicates) history.pushState(null, "", plain); // back returns to the duplicates
+      else history.replaceState(null, "", plain);
     } catch (e) {
       if (mine === generation) { els.results.replaceChildren(); showError(e, () => searchFile(file)); }
     }
   }
 
   async function searchId(id, path) {
+    showView("search");
     const mine = ++generation;
     showQuery(thumbUrl(id, 512), path || "file " + id);
     setStatus("Searching\u2026");
@@ -206,9 +215,198 @@
     else if (lastFile) searchFile(lastFile);
   }
 
+  const hashParams = () => new URLSearchParams(window.location.hash.slice(1));
+
   function idFromHash() {
     const v = new URLSearchParams(window.location.hash.slice(1)).get("id");
     return v && /^\d+$/.test(v) ? Number(v) : null;
+  }
+
+  // -- views: #duplicates shows the duplicates view, anything else the search view --
+  let view = "search";
+
+  const viewFromHash = () => (hashParams().has("duplicates") ? "duplicates" : "search");
+
+  function showView(v) {
+    view = v;
+    els.searchView.hidden = v !== "search";
+    els.dupView.hidden = v !== "duplicates";
+    for (const tab of els.tabs) {
+      const on = tab.dataset.view === v;
+      tab.classList.toggle("active", on);
+      if (on) tab.setAttribute("aria-current", "page");
+      else tab.removeAttribute("aria-current");
+    }
+    document.title = v === "duplicates" ? "lookalike \u2014 duplicates" : "lookalike";
+  }
+
+  function dupHash() {
+    const t = els.dupThreshold.value.trim();
+    return "#duplicates" + (t ? "&threshold=" + encodeURIComponent(t) : "");
+  }
+
+  // Show the view the URL names, and load what it needs (the back button lands here too).
+  function route() {
+    if (viewFromHash() === "duplicates") {
+      const t = hashParams().get("threshold");
+      els.dupThreshold.value = t !== null && t.trim() !== "" && isFinite(Number(t)) ? t.trim() : "";
+      showView("duplicates");
+      loadDuplicates(false);
+    } else {
+      showView("search");
+      const id = idFromHash();
+      if (id) searchId(id);
+    }
+  }
+
+  // -- the duplicates view --
+  const DUP_PAGE = 100; // groups drawn at once; "Show more groups" draws the next ones
+  let dupGeneration = 0;
+  let dupLoaded = null; // the threshold (as typed) of the groups on screen
+  let dupData = null;
+  let dupShown = 0;
+
+  const fmtSize = (n) => n == null ? "? KB" : n < 1024 * 1024 ? Math.max(1, Math.round(n / 1024)) + " KB"
+    : (n / (1024 * 1024)).toFixed(1) + " MB";
+  const tail = (p) => p.split(/[\\/]/).slice(-2).join("/");
+
+  // Thumbnails load as they come into view; with a token they are fetched (with the header) only then.
+  const pendingThumbs = new WeakMap();
+  const thumbObserver = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (!e.isIntersecting) continue;
+      thumbObserver.unobserve(e.target);
+      const load = pendingThumbs.get(e.target);
+      pendingThumbs.delete(e.target);
+      if (load) load();
+    }
+  }, { rootMargin: "600px" }) : null;
+
+  function lazyImage(img, path) {
+    if (!token() || !thumbObserver) {
+      img.loading = "lazy";
+      loadImage(img, path, dupUrls);
+      return;
+    }
+    pendingThumbs.set(img, () => loadImage(img, path, dupUrls));
+    thumbObserver.observe(img);
+  }
+
+  async function loadDuplicates(force) {
+    const typed = els.dupThreshold.value.trim();
+    if (!force && dupLoaded === typed) return; // already on screen
+    const mine = ++dupGeneration;
+    setStatus("Looking for duplicates\u2026", false, els.dupStatus);
+    els.dupFind.disabled = true;
+    try {
+      const q = typed === "" ? "" : "?threshold=" + encodeURIComponent(typed);
+      const data = await (await api("api/duplicates" + q)).json();
+      if (mine !== dupGeneration) return;
+      dupLoaded = typed;
+      renderDuplicates(data, typed === "");
+    } catch (e) {
+      if (mine !== dupGeneration) return;
+      dupLoaded = null;
+      if (thumbObserver) thumbObserver.disconnect();
+      releaseUrls(dupUrls);
+      els.dupGroups.replaceChildren();
+      els.dupMore.hidden = true;
+      showError(e, () => loadDuplicates(true), els.dupStatus);
+    } finally {
+      if (mine === dupGeneration) els.dupFind.disabled = false;
+    }
+  }
+
+  function renderDuplicates(data, isDefault) {
+    if (thumbObserver) thumbObserver.disconnect();
+    releaseUrls(dupUrls);
+    els.dupGroups.replaceChildren();
+    dupData = data;
+    dupShown = 0;
+    const n = data.groups.length;
+    const files = data.groups.reduce((sum, g) => sum + g.members.length, 0);
+    const thr = "threshold " + data.threshold.toFixed(3) + (isDefault ? " (server default)" : "");
+    setStatus(n ? n + " group" + (n === 1 ? "" : "s") + " of near-duplicates, " + files + " files \u00b7 " + thr +
+                  " \u00b7 " + Math.round(data.took_ms) + " ms"
+                : "No duplicates at " + thr + ".", false, els.dupStatus);
+    renderMoreGroups();
+  }
+
+  function renderMoreGroups() {
+    const groups = dupData.groups;
+    const end = Math.min(groups.length, dupShown + DUP_PAGE);
+    for (let i = dupShown; i < end; i++) els.dupGroups.append(groupElement(groups[i], i + 1));
+    dupShown = end;
+    els.dupMore.hidden = dupShown >= groups.length;
+    if (!els.dupMore.hidden) els.dupMore.textContent = "Show more groups (" + (groups.length - dupShown) + " left)";
+  }
+
+  function groupElement(group, number) {
+    const section = document.createElement("section");
+    section.className = "dup-group";
+    section.dataset.keeper = group.keeper;
+    const head = document.createElement("h2");
+    head.textContent = "Group " + number + " ";
+    const count = document.createElement("span");
+    count.className = "muted";
+    count.textContent = "\u00b7 " + group.members.length + " files";
+    head.append(count);
+    const row = document.createElement("div");
+    row.className = "dup-row";
+    for (const m of group.members) row.append(memberElement(m, m.path === group.keeper));
+    section.append(head, row);
+    return section;
+  }
+
+  function memberElement(m, isKeeper) {
+    const card = document.createElement("button");
+    card.type = "button";
+    card.className = "dup-member" + (isKeeper ? " keeper" : "");
+    card.dataset.role = isKeeper ? "keeper" : "duplicate";
+    card.dataset.path = m.path;
+    card.dataset.score = m.score;
+    if (m.id != null) card.dataset.id = m.id;
+    const res = m.width && m.height ? m.width + "\u00d7" + m.height : "?\u00d7?";
+    card.title = m.path + "\n" + (isKeeper ? "suggested keeper\n" : "score " + m.score.toFixed(4) + "\n") +
+      res + ", " + fmtSize(m.size) + (m.id != null ? "\nclick to search with this image" : "");
+
+    const box = document.createElement("div");
+    box.className = "thumb";
+    const img = document.createElement("img");
+    img.alt = basename(m.path);
+    img.decoding = "async";
+    box.append(img);
+    if (isKeeper) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "keep";
+      box.append(badge);
+    }
+
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = isKeeper ? "keeper" : m.score.toFixed(3);
+    const dims = document.createElement("span");
+    dims.className = "res";
+    dims.textContent = res;
+    const size = document.createElement("span");
+    size.className = "size";
+    size.textContent = fmtSize(m.size);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = tail(m.path);
+    meta.append(score, dims, size, name);
+    card.append(box, meta);
+
+    if (m.id != null) {
+      card.addEventListener("click", () => searchId(m.id, m.path));
+      lazyImage(img, thumbUrl(m.id));
+    } else {
+      card.disabled = true; // not in this index: nothing to show or search from
+    }
+    return card;
   }
 
   async function loadInfo() {
@@ -253,7 +451,32 @@
     if (item) pick(item);
   });
   els.k.addEventListener("change", rerun);
-  window.addEventListener("popstate", () => { const id = idFromHash(); if (id) searchId(id); });
+  window.addEventListener("popstate", route);
+  for (const tab of els.tabs) {
+    tab.addEventListener("click", (e) => {
+      if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return; // new tab etc.
+      e.preventDefault();
+      if (tab.dataset.view === view) {
+        if (view === "duplicates") loadDuplicates(false);
+        return;
+      }
+      if (tab.dataset.view === "duplicates") {
+        history.pushState(null, "", dupHash());
+        route();
+      } else {
+        // back to the search view as it was (its last results stay on screen)
+        const lastId = Number(els.results.querySelector(".hit.self")?.dataset.id) || null;
+        history.pushState(null, "", lastId ? "#id=" + lastId : window.location.pathname + window.location.search);
+        showView("search");
+      }
+    });
+  }
+  els.dupForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    history.replaceState(null, "", dupHash());
+    loadDuplicates(true);
+  });
+  els.dupMore.addEventListener("click", renderMoreGroups);
   els.tokenForm.addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, els.tokenInput.value.trim());
@@ -268,6 +491,5 @@
 
   takeTokenFromUrl();
   loadInfo();
-  const start = idFromHash();
-  if (start) searchId(start);
+  route();
 })();
