@@ -33,6 +33,7 @@ from lookalike import Index
 from lookalike.store import IndexStore
 
 from .conftest import DATA, make_pattern_images
+from .test_crash import committed_rows
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 BAD = DATA / "bad"
@@ -95,18 +96,6 @@ def catalog(idx) -> dict[str, tuple[str, str | None]]:
     """path -> (status, reason) of every catalog entry, read directly."""
     with Index.open(idx) as ix:
         return {r.path: (r.status, r.reason) for r in ix.store.catalog.records()}
-
-
-def committed_rows(idx) -> int:
-    try:
-        db = sqlite3.connect(f"file:{idx}/catalog.sqlite?mode=ro", uri=True, timeout=5)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()
-            return int(row[0]) if row else 0
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 def start_index(folder, idx, *extra) -> subprocess.Popen:

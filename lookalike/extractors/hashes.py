@@ -103,7 +103,18 @@ class PHashExtractor(ImageHashExtractor):
         return imagehash.phash(image, hash_size=self.hash_size, highfreq_factor=self.highfreq_factor).hash
 
 
-class AHashExtractor(ImageHashExtractor):
+class _SquareHash(ImageHashExtractor):
+    """A hash of ``hash_size x hash_size`` bits with no other setting."""
+
+    def __init__(self, hash_size: int = 8):
+        self.hash_size = _check_hash_size(hash_size)
+        self._set_bits(self.hash_size * self.hash_size)
+
+    def settings(self) -> dict[str, Any]:
+        return {"hash_size": self.hash_size}
+
+
+class AHashExtractor(_SquareHash):
     """Average hash (``imagehash.average_hash``), Hamming distance.
 
     The image as a ``hash_size x hash_size`` grey thumbnail (Lanczos); a bit is
@@ -113,13 +124,6 @@ class AHashExtractor(ImageHashExtractor):
 
     name = "ahash"
     description = "average hash (8x8 grey thumbnail > its mean), 64 bits, Hamming"
-
-    def __init__(self, hash_size: int = 8):
-        self.hash_size = _check_hash_size(hash_size)
-        self._set_bits(self.hash_size * self.hash_size)
-
-    def settings(self) -> dict[str, Any]:
-        return {"hash_size": self.hash_size}
 
     @property
     def min_side(self) -> int:
@@ -131,7 +135,7 @@ class AHashExtractor(ImageHashExtractor):
         return imagehash.average_hash(image, hash_size=self.hash_size).hash
 
 
-class DHashExtractor(ImageHashExtractor):
+class DHashExtractor(_SquareHash):
     """Difference hash (``imagehash.dhash``), Hamming distance.
 
     The image as a ``(hash_size + 1) x hash_size`` grey thumbnail; a bit is set
@@ -141,13 +145,6 @@ class DHashExtractor(ImageHashExtractor):
 
     name = "dhash"
     description = "difference hash (signs of horizontal steps in a 9x8 thumbnail), 64 bits, Hamming"
-
-    def __init__(self, hash_size: int = 8):
-        self.hash_size = _check_hash_size(hash_size)
-        self._set_bits(self.hash_size * self.hash_size)
-
-    def settings(self) -> dict[str, Any]:
-        return {"hash_size": self.hash_size}
 
     @property
     def min_side(self) -> int:
