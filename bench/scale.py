@@ -88,7 +88,7 @@ def exact_latency_ms(matrix: np.ndarray, q: np.ndarray, chunk: int = 100_000) ->
     return times
 
 
-def run(size: int, dim: int, kinds: list[str], workdir: str) -> list[list[str]]:
+def run(size: int, dim: int, kinds: list[str], workdir: str, ef_values: list[int]) -> list[list[str]]:
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -114,17 +114,21 @@ def run(size: int, dim: int, kinds: list[str], workdir: str) -> list[list[str]]:
         os.makedirs(d, exist_ok=True)
         ann.save(d)
         ann_mb = os.path.getsize(os.path.join(d, FILE_NAME)) / 1e6
-        times, found = [], []
-        for v in q:
-            t = time.perf_counter()
-            _, r = ann.search(v[None], 10, bitmap, 0, matrix)
-            times.append(1000 * (time.perf_counter() - t))
-            found.append(r[0])
-        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
-        rows.append([f"{size:,}", kind, f"{build_s:.1f}", f"{vec_mb + ann_mb:.0f}",
-                     f"{rss_mb():.0f} (+{rss_mb() - before:.0f})",
-                     f"{np.percentile(times, 50):.2f}", f"{np.percentile(times, 99):.2f}", f"{recall:.3f}"])
-        print(f"[{size}] {kind}: built in {build_s:.1f} s, recall@10 {recall:.3f}", file=sys.stderr, flush=True)
+        for ef in ef_values if kind == "hnsw" else [None]:
+            if ef is not None:
+                ann.ef_search = ef
+            times, found = [], []
+            for v in q:
+                t = time.perf_counter()
+                _, r = ann.search(v[None], 10, bitmap, 0, matrix)
+                times.append(1000 * (time.perf_counter() - t))
+                found.append(r[0])
+            recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+            label = kind if ef is None else f"{kind} ef={ef}"
+            rows.append([f"{size:,}", label, f"{build_s:.1f}", f"{vec_mb + ann_mb:.0f}",
+                         f"{rss_mb():.0f} (+{rss_mb() - before:.0f})",
+                         f"{np.percentile(times, 50):.2f}", f"{np.percentile(times, 99):.2f}", f"{recall:.3f}"])
+            print(f"[{size}] {label}: built in {build_s:.1f} s, recall@10 {recall:.3f}", file=sys.stderr, flush=True)
         del ann
     del matrix
     os.remove(path)
@@ -136,12 +140,14 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[256],
+                        help="HNSW search effort(s) to measure on the same graph (default: the library's 256)")
     args = parser.parse_args()
     print_header("lookalike search structures at scale", machine_info())
     rows = []
     with tempfile.TemporaryDirectory(prefix="lookalike-scale-") as workdir:
         for size in args.sizes:
-            rows += run(size, args.dim, args.kinds, workdir)
+            rows += run(size, args.dim, args.kinds, workdir, args.ef_search)
     header = ["vectors", "kind", "build s", "disk MB", "RSS MB after build", "search p50 ms", "search p99 ms", "recall@10"]
     print(markdown_table(header, rows))
     print()
