@@ -140,8 +140,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"])
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[256],
-                        help="HNSW search effort(s) to measure on the same graph (default: the library's 256)")
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[512],
+                        help="HNSW search effort(s) to measure on the same graph (default: the library's 512)")
     args = parser.parse_args()
     print_header("lookalike search structures at scale", machine_info())
     rows = []

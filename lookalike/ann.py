@@ -48,7 +48,7 @@ class AnnIndex:
     """A FAISS index over vector rows. ``metric``: ``cosine`` (inner product) or ``hamming``."""
 
     #: HNSW candidate-list size at search time: higher = better recall, slower.
-    ef_search = 256
+    ef_search = 512
 
     def __init__(self, index, kind: str, metric: str):
         self.index = index
