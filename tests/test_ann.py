@@ -135,3 +135,16 @@ def test_neighbours_of_a_larger_collection_in_batches(tmp_path):
         ix.add(folder, jobs=1)
         result = list(ix.neighbours(k=3, batch=7))
     assert len(result) == 60 and all(len(h) == 3 for _, h in result)
+
+
+def test_large_collections_stay_memory_mapped(tmp_path, photos, monkeypatch):
+    import lookalike.index as index_module
+
+    with Index.create(tmp_path / "idx", extractor="cnn") as ix:
+        ix.add(photos, jobs=1)
+        assert not isinstance(ix.live().matrix, np.memmap)  # small: held as float32 in memory
+    monkeypatch.setattr(index_module, "DENSE_LIMIT_BYTES", 1000)  # pretend it is huge
+    with Index.open(tmp_path / "idx") as ix:
+        matrix = ix.live().matrix
+        assert isinstance(matrix, np.memmap) and matrix.dtype == np.float16
+        assert ix.search(DEMO / "cat.jpg", k=1)[0].path == str(photos / "cat.jpg")
