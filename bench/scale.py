@@ -135,17 +135,63 @@ def run(size: int, dim: int, kinds: list[str], workdir: str, ef_values: list[int
     return rows
 
 
+def real_run(bench: Path, kinds: list[str], workdir: str, n_queries: int = 200) -> list[list[str]]:
+    """The CNN index of the benchmark gallery, searched with every structure."""
+    from lookalike import Index
+
+    gallery = Path(workdir) / "gallery"
+    gallery.mkdir()
+    for folder in ("originals", "distractors"):
+        os.symlink(bench / folder, gallery / folder)
+    rows = []
+    with Index.create(Path(workdir) / "real-idx", extractor="cnn") as ix:
+        t = time.perf_counter()
+        report = ix.add(gallery)
+        print(f"[real] {report.added} images indexed in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+        queries = sorted((bench / "queries").iterdir())[:n_queries]
+        vectors = [ix.embed(q) for q in queries]
+        truth = [[h.path for h in hits] for hits in ix.search_vectors(np.stack(vectors), 10, exact=True)]
+        vec_mb = (Path(ix.path) / "vectors.bin").stat().st_size / 1e6
+        import faiss
+
+        for kind in ["exact", *kinds]:
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            t = time.perf_counter()
+            ix.set_ann(kind)
+            build_s = time.perf_counter() - t
+            faiss.omp_set_num_threads(1)
+            ann_file = Path(ix.path) / FILE_NAME
+            ann_mb = ann_file.stat().st_size / 1e6 if kind != "exact" and ann_file.exists() else 0.0
+            times, found = [], []
+            for v in vectors:
+                t = time.perf_counter()
+                hits = ix.search_vectors(v[None], 10)[0]
+                times.append(1000 * (time.perf_counter() - t))
+                found.append([h.path for h in hits])
+            recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+            rows.append([f"{len(ix):,} (real)", kind, "-" if kind == "exact" else f"{build_s:.1f}",
+                         f"{vec_mb + ann_mb:.0f}", f"{rss_mb():.0f}",
+                         f"{np.percentile(times, 50):.2f}", f"{np.percentile(times, 99):.2f}", f"{recall:.3f}"])
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"])
+    parser.add_argument("--real", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "bench",
+                        help="benchmark folder for the real-image run (CNN index of originals + distractors); skipped if absent")
     parser.add_argument("--ef-search", type=int, nargs="+", default=[512],
                         help="HNSW search effort(s) to measure on the same graph (default: the library's 512)")
     args = parser.parse_args()
     print_header("lookalike search structures at scale", machine_info())
     rows = []
     with tempfile.TemporaryDirectory(prefix="lookalike-scale-") as workdir:
+        if (args.real / "originals").is_dir():
+            rows += real_run(args.real, args.kinds, workdir)
+        else:
+            print(f"[real] {args.real} not found: real-image run skipped", file=sys.stderr)
         for size in args.sizes:
             rows += run(size, args.dim, args.kinds, workdir, args.ef_search)
     header = ["vectors", "kind", "build s", "disk MB", "RSS MB after build", "search p50 ms", "search p99 ms", "recall@10"]
