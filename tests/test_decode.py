@@ -189,3 +189,11 @@ def test_heic_and_avif_decode(tmp_path, fmt):
     px = decode.decode_file(path).pixels
     assert px.shape == (48, 64, 3)
     assert np.abs(px.reshape(-1, 3).mean(0) - [200, 30, 30]).max() < 12
+
+
+def test_bomb_refused_by_pillows_own_guard_is_reported_with_our_limit(tmp_path):
+    bomb = png_bomb(tmp_path / "bomb.png", 80_000, 80_000)  # past Pillow's 2x guard, raised at open
+    with pytest.raises(DecodeError) as e:
+        decode.decode_file(bomb, max_pixels=1_000_000)
+    assert e.value.reason is SkipReason.TOO_LARGE
+    assert e.value.detail == "6400000000 pixels, limit is 1000000"
