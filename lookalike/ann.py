@@ -178,7 +178,7 @@ def _rescore(q: np.ndarray, cand: np.ndarray, matrix: np.ndarray, k: int):
         if not len(rows):
             continue
         order = np.argsort(rows)
-        exact = np.asarray(matrix[rows[order]], dtype=np.float32) @ q[i]
+        exact = np.clip(np.asarray(matrix[rows[order]], dtype=np.float32) @ q[i], -1.0, 1.0)
         best = np.argsort(-exact, kind="stable")[:k]
         out_r[i, : len(best)] = rows[order][best]
         out_s[i, : len(best)] = exact[best]

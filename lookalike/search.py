@@ -57,6 +57,8 @@ def scores(live: LiveSet, queries: np.ndarray, metric: str, bits: int) -> np.nda
             out[:, start : start + len(block)] = 1.0 - dist / bits
         else:
             out[:, start : start + len(block)] = q @ block.T.astype(np.float32, copy=False)
+    if metric != "hamming":
+        np.clip(out, -1.0, 1.0, out=out)  # float16 storage rounds unit vectors to norms of 1 +- 1e-4
     return out[:, live.rows]
 
 
