@@ -46,7 +46,8 @@ def test_indexed_path_query_uses_stored_vector(cnn_index, photos):
     hits = cnn_index.search(photos / "cat.jpg", k=1)
     assert hits[0].path == str(photos / "cat.jpg")
     assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # stored as float16
-    assert all(-1.0 <= h.score <= 1.0 for h in cnn_index.search(photos / "cat.jpg", k=None))
+    for p in sorted(photos.glob("*.jpg")):  # some float16-rounded vectors have norm > 1
+        assert all(-1.0 <= h.score <= 1.0 for h in cnn_index.search(p, k=None))
 
 
 def test_float16_storage_by_default_float32_on_request(tmp_path, photos):
