@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,60 +46,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine_info, markdown_table, print_header  # noqa: E402
+from tests.live_server import LiveServer  # noqa: E402  (the same helper the HTTP tests use)
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "lookalike" / "demo" / "images"
-URL_LINE = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+)/")
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class Server:
-    """`lookalike serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, index: Path, extra: list[str]):
-        self.cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--host", "127.0.0.1",
-                    "--port", "0", "--no-access-log", *extra]
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._ready = threading.Event()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = URL_LINE.search(line)
-            if m and self.url is None:
-                self.url = m.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def __enter__(self) -> "Server":
-        import httpx
-
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     stdin=subprocess.DEVNULL)
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(120) or self.url is None:
-            self.__exit__()
-            raise SystemExit("server did not start:\n" + "".join(self.lines))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/api/health", timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.__exit__()
-        raise SystemExit("server did not answer:\n" + "".join(self.lines))
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def make_queries(workdir: Path) -> list[tuple[str, bytes]]:
@@ -195,7 +145,7 @@ def main() -> None:
         if not ids:
             raise SystemExit(f"{index} has no indexed files")
         queries = make_queries(work)
-        with Server(index, []) as server:
+        with LiveServer(index) as server:
             log(f"server: {server.url} (pid {server.proc.pid})")
             rows, results = [], []
             for mode in modes:

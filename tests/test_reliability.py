@@ -33,7 +33,7 @@ from lookalike import Index
 from lookalike.store import IndexStore
 
 from .conftest import DATA, make_pattern_images
-from .test_crash import committed_rows
+from .test_crash import committed_rows, wait_for_rows
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
 BAD = DATA / "bad"
@@ -101,18 +101,6 @@ def catalog(idx) -> dict[str, tuple[str, str | None]]:
 def start_index(folder, idx, *extra) -> subprocess.Popen:
     return subprocess.Popen([*LOOKALIKE, "index", str(folder), "--index", str(idx), "-q", *map(str, extra)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_rows(proc, idx, at_least: int, timeout: float = 120) -> bool:
-    """True once ``at_least`` rows are committed while ``proc`` still runs."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        if committed_rows(idx) >= at_least:
-            return True
-        time.sleep(0.003)
-    return False
 
 
 def no_write_transaction(idx) -> bool:
