@@ -68,21 +68,26 @@ def crop_to_cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return image[top : top + ch, left : left + cw]
 
 
-def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Scale so the shorter side is ``size``, then cut the central ``size x size``.
+def cover_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale to cover ``height x width``, then cut the centre of that size.
 
-    ``image``: ``(H, W, 3) uint8``. Returns ``(size, size, 3) uint8``.
+    ``image``: ``(H, W, 3) uint8``. Returns ``(height, width, 3) uint8``.
     Downscaling uses area averaging (no aliasing), upscaling bilinear.
     """
-    image = crop_to_cover(image, size, size)
+    image = crop_to_cover(image, height, width)
     h, w = image.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
     if (nh, nw) != (h, w):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         image = cv2.resize(image, (nw, nh), interpolation=interp)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(image[top : top + size, left : left + size])
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is ``size``, then cut the central ``size x size``."""
+    return cover_crop(image, size, size)
 
 
 class CnnExtractor(Extractor):

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .base import Extractor, l2_normalise
-from .cnn import cpu_session, crop_to_cover, resize_centre_crop
+from .cnn import cover_crop, cpu_session
 
 #: ImageNet channel statistics on the 0..255 scale (torchvision's, times 255).
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
@@ -55,23 +55,13 @@ def resize_to(image: np.ndarray, height: int, width: int, mode: str) -> np.ndarr
 
     Downscaling uses area averaging, upscaling bilinear (as the ``cnn`` extractor).
     """
-    if mode == "shorter-side-centre-crop" and height == width:
-        return resize_centre_crop(image, height)
     h, w = image.shape[:2]
     if mode == "stretch":
         if (h, w) == (height, width):
             return np.ascontiguousarray(image)
         interp = cv2.INTER_AREA if height <= h and width <= w else cv2.INTER_LINEAR
         return cv2.resize(image, (width, height), interpolation=interp)
-    image = crop_to_cover(image, height, width)
-    h, w = image.shape[:2]
-    scale = max(height / h, width / w)  # cover the target, then crop the centre
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-    if (nh, nw) != (h, w):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (nw, nh), interpolation=interp)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return np.ascontiguousarray(image[top : top + height, left : left + width])
+    return cover_crop(image, height, width)
 
 
 def _size_pair(input_size: Any) -> tuple[int, int] | None:
