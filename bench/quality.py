@@ -12,8 +12,15 @@ What it measures, for each extractor (metrics as defined in the benchmark's READ
   Skipped with a note when ``labels.csv`` is absent.
 * **index images/s**: files embedded / seconds spent in ``Index.add`` (both
   folders, worker start-up included).
-* **query ms**: wall time of the one ``search_many`` call over all queries
-  (decoding + embedding + search) divided by the number of queries.
+* **query ms**: wall time of the ``search_many`` calls over all queries (in
+  chunks of 256; decoding + embedding + search) divided by the number of queries.
+
+Indexing, searching and the metrics are :func:`lookalike.evaluate.evaluate`
+(what ``lookalike eval`` runs); this script adds the Markdown tables over
+several configurations. Trainable extractors (VLAD, PCA) learn their state
+from an even sample of the whole gallery before indexing; no query image is
+used. ``--verify`` / ``--augment`` (or ``--no-...``) pass those search options
+to every search and name the rows accordingly (``cnn + verify``).
 
 Run from the repository root::
 
@@ -21,6 +28,7 @@ Run from the repository root::
     .venv/bin/python bench/quality.py --extractor cnn --extractor phash --extractor kaze-concat
     .venv/bin/python bench/quality.py --extractor '{"name": "cnn", "input_size": 256}' --json
     .venv/bin/python bench/quality.py --bench /path/to/other/set --keep /tmp/idx
+    .venv/bin/python bench/quality.py --extractor cnn --verify --keep /tmp/idx
 
 The benchmark folder must have the layout ``originals/``, ``distractors/``,
 ``queries/``, ``ground_truth.csv`` (query,original,transform) and optionally
@@ -31,10 +39,9 @@ to stderr; the report (Markdown, or JSON with ``--json``) to stdout.
 from __future__ import annotations
 
 import argparse
-import csv
+import inspect
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -44,33 +51,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import metrics  # noqa: E402
 from bench.common import (  # noqa: E402
     DEFAULT_BENCH, command_line, extractor_label, machine_info, markdown_table, print_header, slug,
 )
 from lookalike import Index  # noqa: E402
+from lookalike.evaluate import evaluate as run_evaluation  # noqa: E402
+from lookalike.evaluate import GALLERY_FOLDERS, OVERALL, load_ground_truth, load_labels  # noqa: E402
 from lookalike.extractors import registry  # noqa: E402
-
-GALLERY_FOLDERS = ("originals", "distractors")
-
-
-# -- reading the benchmark folder ---------------------------------------------
-def load_ground_truth(bench: Path) -> list[tuple[str, str, str]]:
-    """``(query, original, transform)`` rows of ``ground_truth.csv``, paths normalised."""
-    with open(bench / "ground_truth.csv", newline="", encoding="utf-8") as f:
-        return [
-            (os.path.normpath(r["query"]), os.path.normpath(r["original"]), r["transform"])
-            for r in csv.DictReader(f)
-        ]
-
-
-def load_labels(bench: Path) -> dict[str, str] | None:
-    """``file -> label`` from ``labels.csv``, or ``None`` if the file is absent."""
-    path = bench / "labels.csv"
-    if not path.exists():
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        return {os.path.normpath(r["file"]): r["label"] for r in csv.DictReader(f)}
 
 
 def check_bench(bench: Path) -> str | None:
@@ -83,108 +70,52 @@ def check_bench(bench: Path) -> str | None:
     return None
 
 
-# -- one extractor ------------------------------------------------------------
-def build_index(index: Index, bench: Path, jobs: int | None) -> dict[str, Any]:
-    """Add the gallery folders; returns embedded/skipped counts and seconds of ``add``."""
-    embedded = skipped = 0
-    seconds = 0.0
-    for folder in GALLERY_FOLDERS:
-        report = index.add(bench / folder, jobs=jobs)
-        embedded += report.added + report.updated
-        skipped += report.skipped
-        seconds += report.seconds
-    return {
-        "files": len(index),
-        "embedded": embedded,
-        "skipped": skipped,
-        "seconds": seconds,
-        "images_per_s": embedded / seconds if seconds > 0 else float("nan"),
-    }
-
-
-def relative_rankings(results, bench: Path) -> dict[str, list[str]]:
-    """``QueryResult`` list -> query -> hit paths, all relative to ``bench``."""
-    root = os.path.abspath(bench)
-    return {
-        os.path.relpath(r.query, root): [os.path.relpath(h.path, root) for h in r.hits]
-        for r in results
-    }
-
-
-def run_queries(index: Index, bench: Path, ground_truth) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Search every query (k=10) in one ``search_many``; returns rankings and timing."""
-    root = os.path.abspath(bench)
-    queries = [os.path.join(root, q) for q, _, _ in ground_truth]
-    started = time.perf_counter()
-    results = index.search_many(queries, k=10)
-    seconds = time.perf_counter() - started
-    errors = [f"{r.query}: {r.error} ({r.detail})" for r in results if r.error]
-    timing = {
-        "count": len(queries),
-        "errors": len(errors),
-        "error_examples": errors[:5],
-        "seconds": seconds,
-        "ms_per_query": 1000 * seconds / len(queries) if queries else float("nan"),
-    }
-    return relative_rankings(results, bench), timing
-
-
-def label_map(index: Index, bench: Path, labels: dict[str, str]) -> dict[str, Any]:
-    """mAP over the labelled originals, each ranking the whole gallery minus itself."""
-    relevant = metrics.label_queries(labels)
-    root = os.path.abspath(bench)
-    queries = sorted(relevant)
-    results = index.search_many([os.path.join(root, q) for q in queries], k=None)
-    rankings = relative_rankings(results, bench)
-    return {
-        "map": metrics.mean_average_precision(rankings, relevant),
-        "queries": len(queries),
-        "labels": len(set(labels[q] for q in queries)),
-    }
-
-
-def train(extractor, bench: Path) -> None:
-    """Learn a trainable extractor's state on an even sample of the whole gallery.
-
-    (``Index.add`` would learn it from the first folder added alone, here the
-    243 originals.) No query image is used.
-    """
-    from lookalike import decode
-
-    files = sorted(p for folder in GALLERY_FOLDERS for p in (bench / folder).iterdir())
-    n = min(len(files), getattr(extractor, "train_images", 300))
-    sample = [files[round(i * (len(files) - 1) / max(1, n - 1))] for i in range(n)]
-    prepared = [extractor.prepare(decode.decode_file(p, min_side=extractor.min_side).pixels) for p in sample]
-    extractor.fit(prepared)
-    log(f"[{extractor.name}] trained on {len(prepared)} gallery images")
-
-
-def evaluate(spec: str, bench: Path, index_dir: Path, jobs: int | None, ground_truth, labels) -> dict[str, Any]:
-    """Build one index and measure everything for one ``--extractor`` value."""
+def config_label(spec: str, search_options: dict[str, Any]) -> str:
+    """``cnn``, ``cnn + verify``, ``cnn + verify + no augment``: the row name of one configuration."""
     label = extractor_label(spec)
+    for name, on in search_options.items():
+        label += f" + {name}" if on else f" + no {name}"
+    return label
+
+
+# -- one configuration ----------------------------------------------------------
+def evaluate(spec: str, bench: Path, index_dir: Path, jobs: int | None,
+             search_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build one index and measure everything for one ``--extractor`` value (``lookalike.evaluate``)."""
+    options = search_options or {}
+    label = config_label(spec, options)
     log(f"[{label}] indexing {', '.join(GALLERY_FOLDERS)} into {index_dir}")
-    extractor = registry.create(registry.parse(spec))
-    if extractor.trainable:
-        train(extractor, bench)
-    with Index.create(index_dir, extractor=extractor) as index:
-        indexing = build_index(index, bench, jobs)
-        log(f"[{label}] {indexing['embedded']} images in {indexing['seconds']:.1f} s; "
-            f"searching {len(ground_truth)} queries")
-        rankings, querying = run_queries(index, bench, ground_truth)
-        recall = metrics.recall_by_transform(ground_truth, rankings, ks=(1, 10))
-        if labels is None:
-            map_result = None
-        else:
-            log(f"[{label}] mAP over labelled originals")
-            map_result = label_map(index, bench, labels)
-        spec_dict = index.extractor.spec()
+    logged = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in logged:
+            logged.add(stage)
+            log(f"[{label}] {stage}: {total} images")
+
+    report = run_evaluation(bench, spec, index=index_dir, search_options=options, jobs=jobs, progress=progress)
+    t = report.timing
     return {
         "extractor": label,
-        "spec": spec_dict,
-        "recall": {t: {f"R@{k}": v for k, v in by_k.items()} for t, by_k in recall.items()},
-        "map": map_result,
-        "index": indexing,
-        "query": querying,
+        "spec": report.extractor,
+        "search_options": report.search_options,
+        "recall": report.recall,
+        "map": {"map": report.map, "queries": report.map_queries, "labels": len(report.ap_by_class)}
+        if report.map is not None else None,
+        "index": {
+            "files": report.gallery,
+            "embedded": t["embedded"],
+            "skipped": report.skipped,
+            "seconds": t["index_seconds"],
+            "images_per_s": t["index_images_per_s"] if t["index_images_per_s"] is not None else float("nan"),
+            "train_seconds": t["train_seconds"],
+        },
+        "query": {
+            "count": report.queries,
+            "errors": report.query_errors,
+            "error_examples": report.error_examples,
+            "seconds": t["query_seconds"],
+            "ms_per_query": t["query_ms"] if t["query_ms"] is not None else float("nan"),
+        },
     }
 
 
@@ -198,7 +129,7 @@ def _f(value: float, digits: int = 3) -> str:
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
-    transforms = sorted({t for r in results for t in r["recall"] if t != metrics.OVERALL})
+    transforms = sorted({t for r in results for t in r["recall"] if t != OVERALL})
     header = ["extractor", *(f"R@1 {t}" for t in transforms), "R@1 overall", "R@10 overall",
               "mAP", "index images/s", "query ms"]
     rows = []
@@ -207,8 +138,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
         rows.append([
             r["extractor"],
             *(_f(rec[t]["R@1"]) if t in rec else "n/a" for t in transforms),
-            _f(rec.get(metrics.OVERALL, {}).get("R@1")),
-            _f(rec.get(metrics.OVERALL, {}).get("R@10")),
+            _f(rec.get(OVERALL, {}).get("R@1")),
+            _f(rec.get(OVERALL, {}).get("R@10")),
             _f(r["map"]["map"]) if r["map"] else "n/a",
             _f(r["index"]["images_per_s"], 1),
             _f(r["query"]["ms_per_query"], 2),
@@ -218,11 +149,11 @@ def results_table(results: list[dict[str, Any]]) -> str:
 
 def recall10_table(results: list[dict[str, Any]]) -> str:
     """Recall@10 for every extractor x transform (the companion of :func:`results_table`)."""
-    transforms = sorted({t for r in results for t in r["recall"] if t != metrics.OVERALL})
+    transforms = sorted({t for r in results for t in r["recall"] if t != OVERALL})
     header = ["extractor", *(f"R@10 {t}" for t in transforms), "R@10 overall"]
     rows = [
         [r["extractor"], *(_f(r["recall"][t]["R@10"]) if t in r["recall"] else "n/a" for t in transforms),
-         _f(r["recall"].get(metrics.OVERALL, {}).get("R@10"))]
+         _f(r["recall"].get(OVERALL, {}).get("R@10"))]
         for r in results
     ]
     return markdown_table(header, rows)
@@ -260,7 +191,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="decoding processes for Index.add (default: the library's, the CPU count)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of Markdown")
     p.add_argument("--keep", type=Path, metavar="DIR",
-                   help="build the indexes in DIR/<extractor> (new or empty folders) and keep them")
+                   help="build the indexes in DIR/<extractor> and keep them (an existing one with the same "
+                        "extractor is reused and updated incrementally)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="pass verify=True/False to every search (geometric re-ranking; default: the index's)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="pass augment=True/False to every search (test-time augmentation; default: the index's)")
     return p.parse_args(argv)
 
 
@@ -277,6 +213,11 @@ def main(argv=None) -> int:
         except Exception as e:
             print(f"quality.py: bad --extractor {spec!r}: {e}", file=sys.stderr)
             return 2
+    options = {name: getattr(args, name) for name in ("verify", "augment") if getattr(args, name) is not None}
+    unsupported = [name for name in options if name not in inspect.signature(Index.search_many).parameters]
+    if unsupported:  # before any slow indexing
+        print(f"quality.py: this lookalike's Index.search_many does not take {', '.join(unsupported)}", file=sys.stderr)
+        return 2
     bench = args.bench.absolute()
     ground_truth = load_ground_truth(bench)
     labels = load_labels(bench)
@@ -288,17 +229,17 @@ def main(argv=None) -> int:
         parent = args.keep if args.keep else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-quality-")))
         used = set()
         for spec in extractors:
-            name = slug(extractor_label(spec))
+            name = slug(config_label(spec, options))
             while name in used:
                 name += "_"
             used.add(name)
-            results.append(evaluate(spec, bench, parent / name, args.jobs, ground_truth, labels))
+            results.append(evaluate(spec, bench, parent / name, args.jobs, options))
     total = time.perf_counter() - started
 
     if args.json:
         print(json.dumps({
             "command": command_line(), "machine": machine, "bench": str(bench),
-            "queries": len(ground_truth), "jobs": args.jobs, "results": results,
+            "queries": len(ground_truth), "jobs": args.jobs, "search_options": options, "results": results,
             "notes": notes(results, bench, ground_truth, labels, args.jobs), "total_seconds": total,
         }, indent=2, default=str))
         return 0

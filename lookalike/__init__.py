@@ -16,6 +16,7 @@ from .index import Index, IndexInfo, QueryError, QueryResult  # noqa: E402
 from .indexer import IndexInterrupted, IndexReport  # noqa: E402
 from .search import SearchResult  # noqa: E402
 from .store import ExtractorMismatch, IndexStoreError, IndexLocked, NotAnIndex  # noqa: E402
+from .backends import create_index, open_index  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -37,4 +38,6 @@ __all__ = [
     "SearchResult",
     "SkipReason",
     "UnknownExtractor",
+    "create_index",
+    "open_index",
 ]

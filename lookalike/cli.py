@@ -17,6 +17,7 @@ from .extractors import registry
 from .extractors.keypoints import NotTrained
 from .index import Index, QueryError
 from .indexer import IndexInterrupted, IndexReport
+from .sources import walk
 from .store import IndexStoreError
 
 
@@ -68,6 +69,38 @@ def _report_dict(r: IndexReport) -> dict:
     return d
 
 
+def backend_options(command):
+    """``--milvus URI``, ``--milvus-token``, ``--collection``: keep the vectors in Milvus.
+
+    The command receives them as ``**backend`` and opens its index with :func:`_open_index`.
+    """
+    command = click.option("--collection", default=None, help="Milvus collection (default: lookalike).")(command)
+    command = click.option("--milvus-token", envvar="LOOKALIKE_MILVUS_TOKEN", default=None,
+                           help="Milvus token: 'user:password' or an API key (default: env LOOKALIKE_MILVUS_TOKEN).")(command)
+    command = click.option("--milvus", "milvus_uri", default=None, metavar="URI",
+                           help="Vectors and search in Milvus: ./file.db (Milvus Lite) or http://host:19530 "
+                                "(server or cluster); --index DIR is then the local catalog (optional).")(command)
+    return command
+
+
+def _location(index_dir, backend: dict) -> tuple[str, dict]:
+    """``(location, options)`` for :func:`lookalike.backends.open_index` from ``--index`` and ``--milvus``."""
+    if backend.get("milvus_uri"):
+        return backend["milvus_uri"], {"token": backend.get("milvus_token"), "collection": backend.get("collection"),
+                                       "local": index_dir}
+    if not index_dir:
+        raise click.UsageError("give --index DIR (or --milvus URI)")
+    return index_dir, {}
+
+
+def _open_index(index_dir, backend: dict, extractor=None, *, create: bool = False, **kw) -> Index:
+    """The index named by ``--index DIR`` and/or the ``--milvus`` options (see :func:`backend_options`)."""
+    from .backends import open_index
+
+    location, options = _location(index_dir, backend)
+    return open_index(location, extractor, create=create, **options, **kw)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lookalike")
 def main() -> None:
@@ -76,7 +109,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path())
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder (created if new).")
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder (created if new).")
 @click.option("--extractor", "-e", default=None, help="Extractor name or JSON spec (default: cnn). See `lookalike extractors`.")
 @click.option("--jobs", "-j", type=int, default=None, help="Decoding processes (default: CPU count; 1 = none).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: CPU count).")
@@ -87,16 +120,27 @@ def main() -> None:
               help="Search structure (default auto: exact below 50k images, HNSW above, IVF-PQ past 5M).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_pixels, ann, as_json, quiet):
+@click.option("--shard", default=None, metavar="I/N",
+              help="Index only shard I of N (0-based) of the files: N indexers, one per shard, fill one Milvus collection.")
+@click.option("--keypoints", type=click.Choice(["auto", "sift", "none"]), default=None,
+              help="Store SIFT keypoints for `search --verify` (default auto: with the cnn extractor only). New indexes only.")
+@backend_options
+def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_pixels, ann, as_json, quiet, shard,
+          keypoints, **backend):
     """Index the images in FOLDERS (incremental: reruns only process changes)."""
-    kw = {"ann": ann} if ann and not os.path.exists(os.path.join(index_dir, "manifest.json")) else {}
-    with _errors(), Index.open_or_create(index_dir, extractor, threads=threads, max_pixels=max_pixels, **kw) as ix:
+    from .backends import parse_shard
+
+    with _errors():
+        shard = parse_shard(shard)
+    with _errors(), _open_index(index_dir, backend, extractor, create=True, threads=threads, max_pixels=max_pixels,
+                                ann=ann, shard=shard, keypoints=keypoints) as ix:
         if ann and ix.store.manifest.ann != ann:
             ix.set_ann(ann)
         for folder in folders:
             update, bar = _progress(quiet, os.path.basename(os.path.abspath(folder)) or folder)
             try:
-                report = ix.add(folder, jobs=jobs, batch_size=batch_size, include_hidden=hidden, progress=update)
+                report = ix.add(folder, jobs=jobs, batch_size=batch_size, include_hidden=hidden, progress=update,
+                                **({"shard": shard} if shard else {}))
             except IndexInterrupted as e:
                 if bar:
                     bar.close()
@@ -116,6 +160,8 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
 
 def _hit_line(h) -> str:
     extra = f"  ({h.distance} bits)" if h.distance is not None else ""
+    if h.inliers is not None:
+        extra += f"  [{h.inliers} inliers]" if h.inliers else "  [not verified]"
     return f"{h.rank:4d}  {h.score:.4f}  {h.path}{extra}"
 
 
@@ -125,25 +171,39 @@ def _hits_json(hits) -> list[dict]:
         d = {"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.id}
         if h.distance is not None:
             d["distance"] = h.distance
+        if h.inliers is not None:
+            d["inliers"] = h.inliers
+            d["region"] = [list(p) for p in h.region] if h.region else None
         out.append(d)
     return out
 
 
 @main.command()
 @click.argument("query", type=click.Path())
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of hits.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query (JSON lines).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: CPU count).")
 @click.option("--max-pixels", type=int, default=decode.DEFAULT_MAX_PIXELS, show_default=True)
 @click.option("--sheet", type=click.Path(), default=None, help="Also write a contact sheet PNG here.")
-def search(query, index_dir, k, as_json, threads, max_pixels, sheet):
+@click.option("--verify", is_flag=True,
+              help="Re-rank the best candidates by matching keypoints (copy detection); shows inlier counts.")
+@click.option("--candidates", type=int, default=None, help="Candidates re-ranked by --verify (default: 50).")
+@click.option("--augment/--no-augment", default=None,
+              help="Also search the query's quarter turns, mirror images and regions (default: on with --verify).")
+@click.option("--explain", type=click.Path(), default=None,
+              help="With --verify: draw the query beside its best match, the matched keypoints and the outline (PNG).")
+@backend_options
+def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, candidates, augment, explain, **backend):
     """Find the indexed images most like QUERY (an image file, an indexed path, or a folder of queries)."""
-    with _errors(), Index.open(index_dir, threads=threads, max_pixels=max_pixels) as ix:
+    if explain and not verify:
+        raise click.UsageError("--explain needs --verify")
+    options = {"verify": (candidates or True) if verify else False, "augment": augment}
+    with _errors(), _open_index(index_dir, backend, threads=threads, max_pixels=max_pixels) as ix:
         if os.path.isdir(query):
-            results = ix.search_folder(query, k=k)
+            results = ix.search_many([e.path for e in walk(os.path.expanduser(query))], k=k, **options)
         else:
-            results = ix.search_many([query], k=k)
+            results = ix.search_many([query], k=k, **options)
             if results[0].error and not as_json:
                 raise click.ClickException(f"{results[0].query}: {results[0].error}: {results[0].detail}")
         failed = 0
@@ -166,17 +226,25 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet):
             rows = [(r.query, [(h.path, h.score, False) for h in r.hits]) for r in results if not r.error]
             path = contact_sheet(rows, sheet)
             click.echo(f"contact sheet: {path}", err=True)
+        if explain and not os.path.isdir(query) and results[0].hits:
+            from .explain import explain_match
+
+            best = results[0].hits[0]
+            pixels, match = ix.verify_pair(query, best.path)
+            path = explain_match(pixels, best.path, match, explain)
+            click.echo(f"explanation ({match.inliers} inliers): {path}", err=True)
         if failed == len(results) and results:
             sys.exit(1)
 
 
 @main.command()
-@click.argument("index_dir", type=click.Path())
+@click.argument("index_dir", type=click.Path(), required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--all", "show_all", is_flag=True, help="List every skipped file (default: the first 20).")
-def info(index_dir, as_json, show_all):
+@backend_options
+def info(index_dir, as_json, show_all, **backend):
     """Show an index's manifest, counts and skipped files with reasons."""
-    with _errors(), Index.open(index_dir) as ix:
+    with _errors(), _open_index(index_dir, backend) as ix:
         data = ix.info()
         skipped = ix.skipped()
         if as_json:
@@ -189,6 +257,10 @@ def info(index_dir, as_json, show_all):
         click.echo(f"extractor:  {json.dumps(m['extractor'], sort_keys=True)}")
         click.echo(f"vectors:    {m['dim']}-d {m['dtype']}, metric {m['metric']}, {data.vector_rows} rows")
         click.echo(f"search:     {ix.ann_kind()} (setting: {m.get('ann', 'auto')})")
+        if "milvus" in m:
+            mv = m["milvus"]
+            click.echo(f"milvus:     {mv['uri']} collection {mv['collection']}: {mv['entities']} entities, "
+                       f"vectors as {mv['encoding']}")
         click.echo(f"schema:     {m['schema_version']} (lookalike {m['lookalike_version']})")
         click.echo(f"roots:      {', '.join(data.roots) or '-'}")
         click.echo(f"files:      {data.files} indexed, {data.skipped} skipped")
@@ -203,13 +275,14 @@ def info(index_dir, as_json, show_all):
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours per image.")
 @click.option("--exact", is_flag=True, help="Exact search instead of the index's ANN structure.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per image.")
-def neighbours(index_dir, k, exact, as_json):
+@backend_options
+def neighbours(index_dir, k, exact, as_json, **backend):
     """Each indexed image's K nearest other images (batched; never an n x n matrix)."""
-    with _errors(), Index.open(index_dir) as ix:
+    with _errors(), _open_index(index_dir, backend) as ix:
         for path, hits in ix.neighbours(k, exact=exact):
             if as_json:
                 click.echo(json.dumps({"path": path, "neighbours": _hits_json(hits)}))
@@ -220,7 +293,7 @@ def neighbours(index_dir, k, exact, as_json):
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder.")
 @click.option("--against", default=None, type=click.Path(),
               help="Another index (same extractor) or an image folder: report only matches between the two sets.")
 @click.option("--threshold", "-t", type=float, default=None, help="Minimum score (default: per extractor).")
@@ -234,8 +307,9 @@ def neighbours(index_dir, k, exact, as_json):
 @click.option("--trash", type=click.Path(), default=None, help="Where --symlink keeps the originals (default: INDEX/trash).")
 @click.option("--undo-log", type=click.Path(), default=None, help="Undo log path (default: INDEX/undo-<time>.json).")
 @click.option("--yes", is_flag=True, help="Really act (without it, actions are a dry run).")
+@backend_options
 def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to, symlink, delete, trash,
-               undo_log, yes):
+               undo_log, yes, **backend):
     """Groups of near-duplicate images, each with a suggested keeper; optional safe actions."""
     from . import duplicates as dup
 
@@ -245,7 +319,7 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
     if ops and against:
         raise click.UsageError("--against only reports matches; actions (--move-to, --symlink, --delete) "
                                "work on one index's own duplicates")
-    with _errors(), Index.open(index_dir) as ix:
+    with _errors(), _open_index(index_dir, backend) as ix:
         spec, metric = ix.store.manifest.extractor, ix.store.manifest.metric
         thr = threshold if threshold is not None else dup.default_threshold(spec, metric)
         groups = ix.duplicates(threshold=thr, k=k, against=against)
@@ -311,16 +385,68 @@ def undo(log):
 
 
 @main.command()
-@click.argument("index_dir", type=click.Path())
-def check(index_dir):
+@click.argument("index_dir", type=click.Path(), required=False)
+@backend_options
+def check(index_dir, **backend):
     """Check an index's integrity (catalog, vector rows); exit 1 if anything is wrong."""
-    with _errors(), Index.open(index_dir) as ix:
+    with _errors(), _open_index(index_dir, backend) as ix:
         problems = ix.check()
+        where = ix.path
     for p in problems:
         click.echo(f"problem: {p}", err=True)
     if problems:
         sys.exit(1)
-    click.echo(f"{index_dir}: ok")
+    click.echo(f"{index_dir or where}: ok")
+
+
+@main.command(name="eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--extractor", "-e", default=None,
+              help="Extractor name or JSON spec for a new index (default: cnn; an existing --index keeps its own).")
+@click.option("--index", "index_dir", default=None, type=click.Path(),
+              help="Build the index here and keep it; reused (incrementally) when it exists. Default: a temporary one.")
+@click.option("--k", "ks", type=int, multiple=True,
+              help="Cut-off for Recall@k / precision@k; repeatable (default: 1 and 10; 1, 5 and 10 for class folders).")
+@click.option("--limit", type=int, default=None, help="At most N queries of each kind, spread evenly (a quick run).")
+@click.option("--verify/--no-verify", default=None, help="Geometric re-ranking of the top hits (default: the index's).")
+@click.option("--augment/--no-augment", default=None, help="Query-side test-time augmentation (default: the index's).")
+@click.option("--jobs", "-j", type=int, default=None, help="Decoding processes while indexing (default: CPU count).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@backend_options
+def eval_command(folder, extractor, index_dir, ks, limit, verify, augment, jobs, as_json, quiet, **backend):
+    """Measure retrieval on FOLDER: a benchmark folder (originals/, distractors/, queries/,
+    ground_truth.csv, labels.csv) or one subfolder per class (root/cat/*.jpg, root/dog/*.jpg)."""
+    from .evaluate import evaluate
+
+    options = {name: value for name, value in (("verify", verify), ("augment", augment)) if value is not None}
+    current: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if current.get("stage") != stage:
+            if current.get("bar"):
+                current["bar"].close()
+            current["stage"] = stage
+            current["update"], current["bar"] = _progress(quiet, stage)
+        if current["update"]:
+            current["update"](done, total)
+
+    opened = None
+    try:
+        with _errors():
+            if backend.get("milvus_uri"):  # evaluate the Milvus index (filled incrementally, kept)
+                opened = _open_index(index_dir, backend, extractor, create=True)
+            report = evaluate(folder, extractor, index=opened or index_dir, search_options=options,
+                              ks=ks or None, limit=limit, jobs=jobs, progress=progress)
+    finally:
+        if opened is not None:
+            opened.close()
+        if current.get("bar"):
+            current["bar"].close()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.to_text())
 
 
 @main.command()
@@ -352,7 +478,7 @@ def extractors(as_json):
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index folder.")
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only by default).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free port).")
 @click.option("--token", envvar="LOOKALIKE_TOKEN", default=None,
@@ -362,7 +488,8 @@ def extractors(as_json):
               help="Refuse uploaded images with more pixels (decompression-bomb guard).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow cross-origin requests from this origin (repeatable; none by default).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
-def serve(index_dir, host, port, token, max_upload, max_pixels, cors_origins, access_log):
+@backend_options
+def serve(index_dir, host, port, token, max_upload, max_pixels, cors_origins, access_log, **backend):
     """Serve the HTTP API and web page for an index (needs the 'server' extra)."""
     from .server import missing_dependencies, missing_message
 
@@ -371,9 +498,11 @@ def serve(index_dir, host, port, token, max_upload, max_pixels, cors_origins, ac
         raise click.ClickException(missing_message(missing))
     from .server.app import parse_size, run
 
+    location, options = _location(index_dir, backend)
     with _errors():
-        run(index_dir, host=host, port=port, token=token or None, max_upload=parse_size(max_upload),
-            max_pixels=max_pixels, cors_origins=cors_origins, access_log=access_log, echo=click.echo)
+        run(location, host=host, port=port, token=token or None, max_upload=parse_size(max_upload),
+            max_pixels=max_pixels, cors_origins=cors_origins, access_log=access_log, echo=click.echo,
+            **({"backend": options} if options else {}))
 
 
 @main.command()

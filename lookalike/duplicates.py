@@ -364,7 +364,8 @@ def candidates(index, min_score: float, k: int = DEFAULT_K, against=None) -> Can
     if against is None:
         for j, (path, hits) in enumerate(index.neighbours(k)):
             for h in hits:
-                if h.score >= min_score:
+                # h.id not in pos: a file only the search backend knows (another shard's, in Milvus)
+                if h.score >= min_score and h.id in pos:
                     a_list.append(j), b_list.append(pos[h.id]), s_list.append(h.score)
         allnodes = nodes
     else:
@@ -375,7 +376,7 @@ def candidates(index, min_score: float, k: int = DEFAULT_K, against=None) -> Can
             for off, hits in enumerate(found):
                 j = start + off
                 for h in hits:
-                    if h.score >= min_score and h.path != other.paths[j]:
+                    if h.score >= min_score and h.path != other.paths[j] and h.id in pos:
                         a_list.append(n_a + j), b_list.append(pos[h.id]), s_list.append(h.score)
         allnodes = _concat(nodes, other)
     n = len(allnodes.paths)

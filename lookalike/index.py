@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from . import __version__, ann as ann_mod, decode, indexer
+from . import __version__, ann as ann_mod, decode, indexer, local
 from .extractors import Extractor, registry
 from .search import LiveSet, SearchResult, search_vectors
 from .sources import display_path, walk
@@ -21,6 +21,9 @@ Query = str | os.PathLike | np.ndarray | Image.Image
 #: float16 vectors up to this size (as float32) are held in memory for fast exact search;
 #: larger collections stay memory-mapped and are searched through the ANN structure.
 DENSE_LIMIT_BYTES = 512 * 1024 * 1024
+
+#: Candidates of the vector search that geometric verification re-ranks.
+VERIFY_CANDIDATES = 50
 
 
 class QueryError(Exception):
@@ -86,6 +89,7 @@ class Index:
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
         ann: str = "auto",
         storage: str | None = None,
+        keypoints: str | dict | None = "auto",
     ) -> "Index":
         """Make a new index in ``path`` (a new or empty folder) for ``extractor``.
 
@@ -95,9 +99,17 @@ class Index:
 
         ``extractor``: a registered name (``"cnn"``, ``"phash"``, ``"kaze-concat"``),
         a JSON spec string or dict with settings, or an :class:`Extractor`.
+
+        ``keypoints``: local features stored for ``search(..., verify=True)``:
+        ``"sift"`` (or a dict of :data:`lookalike.local.DEFAULTS` settings),
+        ``None`` for none, ``"auto"`` (default): SIFT with the ``cnn`` extractor
+        (the default configuration), none with the others.
         """
         ext = registry.create(extractor, threads=threads)
         ann_mod.resolve(ann, 0)  # validate early
+        if keypoints == "auto":
+            keypoints = "sift" if ext.name == registry.DEFAULT else None
+        local_spec = local.settings(keypoints)
         dtype = ext.dtype
         if ext.metric != "hamming":
             dtype = storage or "float16"
@@ -105,7 +117,7 @@ class Index:
                 raise ValueError("storage must be 'float16' or 'float32'")
         manifest = Manifest(
             extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
-            lookalike_version=__version__, ann=ann,
+            lookalike_version=__version__, ann=ann, local=local_spec,
         )
         store = IndexStore.create(os.path.expanduser(os.fspath(path)), manifest)
         if ext.trainable and ext.is_trained():  # an extractor trained beforehand: keep its state
@@ -164,6 +176,7 @@ class Index:
         batch_size: int = 64,
         include_hidden: bool = False,
         progress: indexer.ProgressFn | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> indexer.IndexReport:
         """Index the images under ``folder`` (or one file); incremental, resumable.
 
@@ -172,12 +185,16 @@ class Index:
         decoding processes (default: CPU count; 1 = decode in this process).
         Worker processes are started with ``spawn``, so a script that calls
         this with ``jobs != 1`` needs the usual ``if __name__ == "__main__":`` guard.
+        ``shard=(I, N)``: only the files of shard I of N (see :func:`lookalike.backends.shard_filter`).
         """
+        from .backends import shard_filter
+
         folder = os.path.expanduser(os.fspath(folder))
         try:
             report = indexer.index_folder(
                 self.store, self.extractor, folder, jobs=jobs, batch_size=batch_size,
                 include_hidden=include_hidden, max_pixels=self.max_pixels, progress=progress,
+                select=shard_filter(shard),
             )
         finally:
             self._live = None
@@ -292,16 +309,44 @@ class Index:
         stored, prepared = self._prepare(query)
         return stored if stored is not None else self.extractor.embed_prepared([prepared])[0]
 
-    def search(self, query: Query, k: int | None = 10) -> list[SearchResult]:
+    def search(
+        self, query: Query, k: int | None = 10, *, verify: bool | int = False, augment: bool | None = None
+    ) -> list[SearchResult]:
         """The ``k`` indexed images most like ``query`` (a path, PIL image or RGB array).
+
+        ``verify``: re-rank the best :data:`VERIFY_CANDIDATES` (or ``verify`` if
+        an int) by geometric verification against the keypoints stored at index
+        time; verified hits come first, by inlier count, and carry ``inliers``
+        and ``region``. ``augment``: also search the query's quarter turns,
+        mirror images and five regions, keeping each file's best score (finds
+        rotated, mirrored and framed copies); default: on when verifying.
 
         Raises :class:`QueryError` when the query image cannot be decoded.
         """
+        augment = bool(verify) if augment is None else augment
+        if verify or augment:
+            return self._search_robust(query, k, verify, augment)
         return self.search_vectors(self.embed(query)[None], k)[0]
 
-    def search_many(self, queries: Iterable[Query], k: int | None = 10, *, chunk: int = 256) -> list[QueryResult]:
+    def search_many(
+        self,
+        queries: Iterable[Query],
+        k: int | None = 10,
+        *,
+        chunk: int = 256,
+        verify: bool | int = False,
+        augment: bool | None = None,
+    ) -> list[QueryResult]:
         """Search several queries, embedded in batches; a bad query gives an error entry."""
         out: list[QueryResult] = []
+        if verify or augment:
+            for i, q in enumerate(queries):
+                name = _query_name(q, i)
+                try:
+                    out.append(QueryResult(name, self.search(q, k, verify=verify, augment=augment)))
+                except QueryError as e:
+                    out.append(QueryResult(name, [], e.reason.value, e.detail))
+            return out
         pending: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []
 
         def flush() -> None:
@@ -313,7 +358,7 @@ class Index:
             pending.clear()
 
         for i, q in enumerate(queries):
-            name = display_path(os.fspath(q)) if isinstance(q, (str, os.PathLike)) else f"<image {i}>"
+            name = _query_name(q, i)
             try:
                 pending.append((name, *self._prepare(q)))
             except QueryError as e:
@@ -326,6 +371,69 @@ class Index:
         if pending:
             flush()
         return out
+
+    # -- robust search: views of the query, geometric verification ---------------
+    def _pixels(self, query: Query) -> tuple[np.ndarray, str]:
+        """Decoded RGB pixels of a query, or :class:`QueryError`."""
+        if isinstance(query, (Image.Image, np.ndarray)):
+            name = f"<{type(query).__name__}>"
+            try:
+                return decode.pixels_of(query, max_pixels=self.max_pixels), name
+            except decode.DecodeError as e:
+                raise QueryError(name, e) from None
+        name = display_path(os.path.abspath(os.path.expanduser(os.fspath(query))))
+        try:
+            return decode.decode_file(os.path.expanduser(os.fspath(query)), max_pixels=self.max_pixels).pixels, name
+        except decode.DecodeError as e:
+            raise QueryError(name, e) from None
+
+    def _search_robust(self, query: Query, k: int | None, verify: bool | int, augment: bool) -> list[SearchResult]:
+        if verify and not self.store.manifest.local:
+            raise ValueError(
+                "this index stores no keypoints, so it cannot verify matches; "
+                "build it with keypoints (lookalike index --keypoints sift)"
+            )
+        pixels, name = self._pixels(query)
+        views = query_views(pixels) if augment else [pixels]
+        prepared = [self._prepare_pixels(v, name) for v in views if min(v.shape[:2]) >= 1]
+        vectors = self.extractor.embed_prepared(prepared)
+        n = None if k is None else max(k, (VERIFY_CANDIDATES if verify is True else int(verify)) if verify else k)
+        best: dict[str, SearchResult] = {}
+        for hits in self.search_vectors(vectors, n):
+            for h in hits:
+                if h.path not in best or h.score > best[h.path].score:
+                    best[h.path] = h
+        hits = sorted(best.values(), key=lambda h: (-h.score, h.path))[:n]
+        if verify:
+            hits = self._verified(pixels, hits)
+        return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
+
+    def candidate_features(self, paths: Sequence[str]) -> list[local.Features | None]:
+        """Stored keypoints of indexed files (``None`` where there are none)."""
+        recs = [self.store.catalog.get(p) for p in paths]
+        stored = self.store.catalog.keypoints(r.row for r in recs if r is not None and r.row is not None)
+        out = []
+        for r in recs:
+            blob = stored.get(r.row) if r is not None and r.row is not None else None
+            out.append(local.Features.from_blobs(blob[2], blob[3], blob[0], blob[1]) if blob else None)
+        return out
+
+    def _verified(self, pixels: np.ndarray, hits: list[SearchResult]) -> list[SearchResult]:
+        matches = local.verify_query(pixels, self.candidate_features([h.path for h in hits]), self.store.manifest.local)
+        h, w = pixels.shape[:2]
+        out = []
+        for hit, m in zip(hits, matches):
+            outline = m.outline(w, h)
+            region = None if outline is None else tuple((round(float(x), 1), round(float(y), 1)) for x, y in outline)
+            out.append(replace(hit, inliers=m.inliers, region=region))
+        return sorted(out, key=lambda x: (x.inliers == 0, -x.inliers, -x.score, x.path))
+
+    def verify_pair(self, query: Query, path: str) -> tuple[np.ndarray, local.Match]:
+        """Verification of ``query`` against one indexed file: ``(query pixels, match)``."""
+        if not self.store.manifest.local:
+            raise ValueError("this index stores no keypoints (lookalike index --keypoints sift)")
+        pixels, _ = self._pixels(query)
+        return pixels, local.verify_query(pixels, self.candidate_features([path]), self.store.manifest.local)[0]
 
     def search_vectors(self, vectors: np.ndarray, k: int | None = 10, *, exact: bool = False) -> list[list[SearchResult]]:
         """Top-``k`` hits for each row of ``vectors`` (``(q, width)``, as stored).
@@ -377,6 +485,10 @@ class Index:
         """Integrity problems of the index directory; an empty list means consistent."""
         return self.store.check()
 
+    def record_id(self, rec: FileRecord) -> int:
+        """The id that search results and :meth:`live` give the file of catalog record ``rec``."""
+        return rec.id
+
     def skipped(self) -> list[FileRecord]:
         """Files that could not be indexed, with ``reason`` and ``detail``."""
         return list(self.store.catalog.records(status="skipped"))
@@ -404,6 +516,26 @@ class Index:
         from .duplicates import find_duplicates
 
         return find_duplicates(self, threshold=threshold, k=k, against=against, **kw)
+
+
+def _query_name(q: Query, i: int) -> str:
+    return display_path(os.fspath(q)) if isinstance(q, (str, os.PathLike)) else f"<image {i}>"
+
+
+def query_views(pixels: np.ndarray) -> list[np.ndarray]:
+    """The query, its three quarter turns, the mirror image of each, and five regions.
+
+    Regions (the four corners and the centre, each 60% of the width and height)
+    let a picture framed inside a larger one, or a picture in a picture, meet
+    its original at a similar scale.
+    """
+    views = [pixels, *(np.rot90(pixels, t) for t in (1, 2, 3))]
+    views += [v[:, ::-1] for v in views]
+    h, w = pixels.shape[:2]
+    ch, cw = max(1, round(h * 0.6)), max(1, round(w * 0.6))
+    for top, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)):
+        views.append(pixels[top : top + ch, left : left + cw])
+    return [np.ascontiguousarray(v) for v in views]
 
 
 def _same_file(rec: FileRecord, path: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import decode
+from . import decode, local
 from .extractors import Extractor, registry
 from .sources import FileEntry, content_hash, display_path, walk
 from .store import FileRecord, IndexStore
@@ -73,7 +73,9 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str], in_worker: bool = True) -> None:
+def _worker_init(
+    spec: dict, max_pixels: int, known_hashes: frozenset[str], local_spec: dict | None = None, in_worker: bool = True
+) -> None:
     if in_worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
         # A killed parent never closes the task queue (every worker holds its
@@ -85,14 +87,16 @@ def _worker_init(spec: dict, max_pixels: int, known_hashes: frozenset[str], in_w
     _worker["extractor"] = registry.create(spec)
     _worker["max_pixels"] = max_pixels
     _worker["known"] = known_hashes
+    _worker["local"] = local_spec
 
 
 def _load(entry: FileEntry) -> tuple:
     """Read, hash, decode and prepare one file.
 
-    Returns ``(entry, hash, width, height, prepared, reason, detail)``;
+    Returns ``(entry, hash, width, height, prepared, reason, detail, features)``;
     ``prepared`` is ``None`` when the file failed (``reason`` says why) or its
-    hash is already known (its vector can be reused without decoding).
+    hash is already known (its vector can be reused without decoding);
+    ``features``: its keypoints when the index stores them (else ``None``).
     """
     extractor: Extractor = _worker["extractor"]
     digest = None
@@ -100,14 +104,15 @@ def _load(entry: FileEntry) -> tuple:
         data = decode.read_file(entry.path)
         digest = content_hash(data)
         if digest in _worker["known"]:
-            return entry, digest, None, None, None, None, None
+            return entry, digest, None, None, None, None, None, None
         img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"])
         prepared = extractor.prepare(img.pixels)
-        return entry, digest, img.width, img.height, prepared, None, None
+        features = local.detect(img.pixels, _worker["local"], (img.width, img.height)) if _worker.get("local") else None
+        return entry, digest, img.width, img.height, prepared, None, None, features
     except decode.DecodeError as e:
-        return entry, digest, None, None, None, e.reason.value, e.detail
+        return entry, digest, None, None, None, e.reason.value, e.detail, None
     except Exception as e:  # an extractor bug on one odd image must not stop the run
-        return entry, digest, None, None, None, decode.SkipReason.DECODE_ERROR.value, f"{type(e).__name__}: {e}"
+        return entry, digest, None, None, None, decode.SkipReason.DECODE_ERROR.value, f"{type(e).__name__}: {e}", None
 
 
 def _load_chunk(entries: list[FileEntry]) -> list[tuple]:
@@ -160,6 +165,7 @@ def index_folder(
     include_hidden: bool = False,
     max_pixels: int = decode.DEFAULT_MAX_PIXELS,
     progress: ProgressFn | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> IndexReport:
     """Bring the index up to date with the image files under ``root``.
 
@@ -179,9 +185,11 @@ def index_folder(
 
     with store.writing():
         entries = list(walk(root, include_hidden=include_hidden))
+        if select is not None:  # e.g. one shard of several indexers (``select(display path)``)
+            entries = [e for e in entries if select(display_path(e.path))]
         report.seen = len(entries)
         key_of = {e.path: display_path(e.path) for e in entries}
-        existing = {r.path: r for r in store.catalog.records(under=report.root)}
+        existing = {r.path: r for r in store.catalog.records(under=report.root) if select is None or select(r.path)}
         todo = []
         for e in entries:
             rec = existing.get(key_of[e.path])
@@ -200,12 +208,13 @@ def index_folder(
 
         if extractor.trainable and not extractor.is_trained() and todo:
             _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset()))
-        batch = _Batch(store, extractor, report, max_pixels)
+        local_spec = store.manifest.local
+        batch = _Batch(store, extractor, report, max_pixels, local_spec)
         total = len(todo)
         if progress:
             progress(0, total)
         try:
-            init_args = (spec, max_pixels, frozenset(movable))
+            init_args = (spec, max_pixels, frozenset(movable), local_spec)
             for done, result in enumerate(_loaded(todo, jobs, init_args), 1):
                 batch.take(result, key_of[result[0].path], existing, movable, missing)
                 if batch.full(batch_size):
@@ -235,9 +244,13 @@ def _train(store: IndexStore, extractor: Extractor, todo: list[FileEntry], jobs:
 class _Batch:
     """Records and prepared images waiting for one commit."""
 
-    def __init__(self, store: IndexStore, extractor: Extractor, report: IndexReport, max_pixels: int):
+    def __init__(
+        self, store: IndexStore, extractor: Extractor, report: IndexReport, max_pixels: int, local_spec: dict | None
+    ):
         self.store, self.extractor, self.report = store, extractor, report
         self.max_pixels = max_pixels
+        self.local_spec = local_spec
+        self.features: list = []  # local features per prepared image, when the index stores them
         self.records: list[FileRecord] = []
         self.renames: list[tuple[str, FileRecord]] = []
         self.prepared: list[np.ndarray] = []
@@ -250,7 +263,7 @@ class _Batch:
         return len(self.prepared) >= size or len(self.records) >= 4 * size
 
     def take(self, result: tuple, key: str, existing: dict, movable: dict, missing: dict) -> None:
-        entry, digest, width, height, prepared, reason, detail = result
+        entry, digest, width, height, prepared, reason, detail, features = result
         old = existing.get(key)
         base = dict(path=key, size=entry.size, mtime_ns=entry.mtime_ns, content_hash=digest)
         if reason is not None:
@@ -287,12 +300,15 @@ class _Batch:
             try:
                 img = decode.decode_file(entry.path, min_side=self.extractor.min_side, max_pixels=self.max_pixels)
             except decode.DecodeError as e:
-                return self.take((entry, digest, None, None, None, e.reason.value, e.detail), key, existing, {}, missing)
+                return self.take((entry, digest, None, None, None, e.reason.value, e.detail, None),
+                                 key, existing, {}, missing)
             prepared, width, height = self.extractor.prepare(img.pixels), img.width, img.height
+            features = local.detect(img.pixels, self.local_spec, (img.width, img.height)) if self.local_spec else None
         self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
         if digest:
             self.pending[digest] = len(self.prepared)
         self.prepared.append(prepared)
+        self.features.append(features)
         self.counts["updated" if old is not None else "added"] += 1
 
     def flush(self) -> None:
@@ -301,7 +317,8 @@ class _Batch:
         vectors = self.extractor.embed_prepared(self.prepared) if self.prepared else None
         first_row = self.store.catalog.n_rows()  # where store.commit appends these vectors
         twins = [replace(rec, row=first_row + i) for rec, i in self.twins]
-        self.store.commit(vectors=vectors, records=self.records + twins, renames=self.renames)
+        self.store.commit(vectors=vectors, records=self.records + twins, renames=self.renames,
+                          local=self.features if self.local_spec else None)
         r = self.report
         r.added += self.counts["added"]
         r.updated += self.counts["updated"]
@@ -310,6 +327,6 @@ class _Batch:
         r.unchanged += self.counts["unchanged"]
         r.skipped += self.counts["skipped"]
         r.skip_reasons.update(self.reasons)
-        self.records, self.renames, self.prepared = [], [], []
+        self.records, self.renames, self.prepared, self.features = [], [], [], []
         self.pending, self.twins = {}, []
         self.counts, self.reasons = Counter(), Counter()

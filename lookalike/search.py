@@ -25,6 +25,8 @@ class SearchResult:
     score: float
     id: int
     distance: int | None = None  # Hamming distance in bits, for hash extractors
+    inliers: int | None = None  # geometric verification: matched keypoints (0 = no model); None = not verified
+    region: tuple[tuple[float, float], ...] | None = None  # query's outline projected into this image (pixels)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, decode
 from ..extractors.keypoints import NotTrained
+from ..backends import is_server_uri, open_index
 from ..index import Index
 from ..search import search_vectors
 
@@ -226,8 +227,9 @@ _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 class _Views:
     """A thread pool whose threads each hold their own open :class:`Index`."""
 
-    def __init__(self, index_path: str, *, workers: int, threads: int, max_pixels: int):
+    def __init__(self, index_path: str, *, workers: int, threads: int, max_pixels: int, backend: dict | None = None):
         self.index_path, self.threads, self.max_pixels = index_path, threads, max_pixels
+        self.backend = backend or {}  # Milvus options for lookalike.backends.open_index
         self.workers = workers
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-search")
@@ -235,7 +237,7 @@ class _Views:
     def index(self) -> Index:
         ix = getattr(self._local, "index", None)
         if ix is None:
-            ix = Index.open(self.index_path, threads=self.threads, max_pixels=self.max_pixels)
+            ix = open_index(self.index_path, threads=self.threads, max_pixels=self.max_pixels, **self.backend)
             self._local.index = ix
         return ix
 
@@ -436,9 +438,9 @@ def _stream(f, size: int):
 def _file_info(ix: Index, file_id: int) -> dict:
     live, pos = _position(ix, file_id)
     rec = ix.store.catalog.get(live.paths[pos])
-    if rec is None or rec.id != file_id:  # removed between the two reads
+    if rec is None or ix.record_id(rec) != file_id:  # removed between the two reads
         raise ApiError(404, "not_found", f"no indexed file has id {file_id}")
-    return {"id": rec.id, "path": rec.path, "size": rec.size, "mtime_ns": rec.mtime_ns,
+    return {"id": file_id, "path": rec.path, "size": rec.size, "mtime_ns": rec.mtime_ns,
             "width": rec.width, "height": rec.height, "content_hash": rec.content_hash}
 
 
@@ -565,6 +567,7 @@ def create_app(
     workers: int | None = None,
     threads: int | None = None,
     warm: bool = True,
+    backend: dict | None = None,
 ) -> FastAPI:
     """The ASGI app serving the API and the page for the index at ``index_path``.
 
@@ -576,16 +579,20 @@ def create_app(
     (``None``: any). ``workers``: search threads (default: min(4, CPUs));
     ``threads``: inference threads per worker (default: CPUs / workers).
     The index is opened once here, so a wrong path fails now, not later.
+    ``index_path`` may be a Milvus URI; ``backend``: its options (``token``,
+    ``collection``, ``local``; see :func:`lookalike.backends.open_index`).
     """
-    index_path = os.path.abspath(os.path.expanduser(os.fspath(index_path)))
+    backend = backend or {}
+    if not is_server_uri(index_path):
+        index_path = os.path.abspath(os.path.expanduser(os.fspath(index_path)))
     if max_upload <= 0:
         raise ValueError("max_upload must be positive")
-    with Index.open(index_path) as probe:  # raises NotAnIndex etc. with a clear message
+    with open_index(index_path, **backend) as probe:  # raises NotAnIndex etc. with a clear message
         extractor_name = probe.store.manifest.extractor.get("name", "?")
     cpus = os.cpu_count() or 1
     workers = workers or min(4, cpus)
     threads = threads or max(1, cpus // workers)
-    views = _Views(index_path, workers=workers, threads=threads, max_pixels=max_pixels)
+    views = _Views(index_path, workers=workers, threads=threads, max_pixels=max_pixels, backend=backend)
     thumbs = _ThumbCache()
     stats = {"requests": 0, "searches": 0, "search_errors": 0, "search_seconds": 0.0, "started": time.time()}
 
@@ -855,6 +862,7 @@ def run(
     cors_origins: tuple[str, ...] = (),
     access_log: bool = True,
     echo=None,
+    backend: dict | None = None,
 ) -> None:
     """Serve the index until interrupted; says the URL on ``echo`` first."""
     import uvicorn
@@ -862,7 +870,8 @@ def run(
     echo = echo or (lambda line: print(line, flush=True))
     local = is_loopback(host)
     app = create_app(index_path, token=token, max_upload=max_upload, max_pixels=max_pixels,
-                     cors_origins=cors_origins, allowed_hosts=loopback_hosts(host) if local else None)
+                     cors_origins=cors_origins, allowed_hosts=loopback_hosts(host) if local else None,
+                     backend=backend)
     sock = bind(host, port)
     real_host, real_port = sock.getsockname()[:2]
     shown = f"[{real_host}]" if ":" in real_host else real_host

@@ -183,11 +183,12 @@ class IndexStore:
         """Memory map of every committed vector row (live or not)."""
         return self.vectors.read(self.catalog.n_rows())
 
-    def commit(self, *, vectors: np.ndarray | None = None, records=(), **kw) -> None:
+    def commit(self, *, vectors: np.ndarray | None = None, records=(), local=None, **kw) -> None:
         """Append ``vectors`` (rows referenced by ``records``' ``row``) and commit all at once.
 
         ``records`` with ``row=None`` and ``status='ok'`` are numbered in order
-        onto the appended rows.
+        onto the appended rows. ``local``: one :class:`lookalike.local.Features`
+        (or ``None``) per vector, stored with it in the same transaction.
         """
         if self._lock_fd is None:
             raise IndexStoreError("commit needs the writer lock (use store.writing())")
@@ -200,6 +201,10 @@ class IndexStore:
                 r if (r.status != "ok" or r.row is not None) else _with_row(r, next(fresh))
                 for r in records
             ]
+            if local is not None:
+                kw["keypoints"] = [
+                    (n_rows + i, f.width, f.height, *f.to_blobs()) for i, f in enumerate(local) if f is not None
+                ]
             n_rows += len(vectors)
         self.catalog.commit(upserts=records, n_rows=n_rows, **kw)
 

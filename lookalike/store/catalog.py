@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files (content_hash);
+CREATE TABLE IF NOT EXISTS keypoints (
+    row INTEGER PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    xy BLOB NOT NULL,
+    descriptors BLOB NOT NULL
+);
 """
 
 
@@ -124,6 +131,20 @@ class Catalog:
     def roots(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
 
+    def keypoints(self, rows: Iterable[int]) -> dict[int, tuple[int, int, bytes, bytes]]:
+        """Stored local features by vector row: ``row -> (width, height, xy, descriptors)``."""
+        rows = sorted({int(r) for r in rows})
+        out = {}
+        for start in range(0, len(rows), 500):
+            part = rows[start : start + 500]
+            q = f"SELECT row, width, height, xy, descriptors FROM keypoints WHERE row IN ({','.join('?' * len(part))})"
+            for r, w, h, xy, d in self.db.execute(q, part):
+                out[r] = (w, h, xy, d)
+        return out
+
+    def n_keypoint_rows(self) -> int:
+        return self.db.execute("SELECT count(*) FROM keypoints").fetchone()[0]
+
     def by_hash(self, content_hash: str) -> list[FileRecord]:
         q = f"SELECT {_COLUMNS} FROM files WHERE content_hash=? AND status='ok' ORDER BY id"
         return [FileRecord(*r) for r in self.db.execute(q, (content_hash,))]
@@ -137,8 +158,10 @@ class Catalog:
         deletes: Iterable[str] = (),
         n_rows: int | None = None,
         root: str | None = None,
+        keypoints: Iterable[tuple[int, int, int, bytes, bytes]] = (),
     ) -> None:
-        """Apply a batch atomically: renamed, new or changed files, removed paths, row count.
+        """Apply a batch atomically: renamed, new or changed files, removed paths, row count,
+        and the local features ``(row, width, height, xy, descriptors)`` of new vector rows.
 
         A rename ``(old_path, record)`` moves the entry at ``old_path`` to
         ``record.path`` keeping its id and vector row.
@@ -166,6 +189,7 @@ class Catalog:
                 )
             for p in deletes:
                 db.execute("DELETE FROM files WHERE path=?", (p,))
+            db.executemany("INSERT OR REPLACE INTO keypoints VALUES (?,?,?,?,?)", keypoints)
             if n_rows is not None:
                 db.execute("UPDATE meta SET value=? WHERE key='n_rows'", (str(n_rows),))
             if root is not None:

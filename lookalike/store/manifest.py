@@ -40,6 +40,7 @@ class Manifest:
     catalog: str = "catalog.sqlite"
     files: dict[str, str] = field(default_factory=dict)  # extra files, name -> role
     ann: str = "auto"  # approximate search: auto, exact, hnsw or ivfpq (see lookalike.ann)
+    local: dict[str, Any] | None = None  # keypoints stored for verification (see lookalike.local)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

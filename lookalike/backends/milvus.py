@@ -1,0 +1,627 @@
+"""The Milvus backend: the :class:`~lookalike.Index` API with vectors and search in Milvus.
+
+One collection per index. Entities are files (copies of a file are separate
+entities with the same vector)::
+
+    id            INT64 primary key: path_id(path), a stable 63-bit hash of the path
+    vector        FLOAT_VECTOR(dim), or BINARY_VECTOR(bits) for hash extractors
+    path          VARCHAR   the file, as the local catalog and search results show it
+    content_hash  VARCHAR   BLAKE2b of the file's bytes (as in the catalog)
+    size, mtime_ns INT64; width, height INT32
+
+so that a deployment with nothing but the collection can answer searches.
+The extractor spec, metric, dimension and vector encoding are collection
+properties (``lookalike.*``), checked on opening like a local manifest.
+
+Beside the collection a local index folder (catalog + this writer's vectors)
+tracks which files were indexed: it makes indexing incremental and resumable
+exactly as for a local index. Every batch is written to Milvus *first*
+(deletes, then one upsert), then committed to the catalog in one SQLite
+transaction. A crash in between leaves entities the catalog does not know;
+the rerun embeds those files again and upserts them over the same ids
+(idempotent), and re-applies deletes. Search, ``search_many``, ``neighbours``
+and ``duplicates`` are the base class's; only :meth:`MilvusIndex.search_vectors`
+(the vector-level search), ``live`` (ids), ``info``, ``check`` and the ANN
+upkeep differ.
+
+Index types (``ann`` at creation): ``auto``/``hnsw`` -> HNSW (M 16, efConstruction
+200, ef 256 at search), ``ivfpq`` -> IVF_FLAT (nlist 1024, nprobe 64), ``exact``
+-> FLAT, all with metric COSINE for float vectors. Hash extractors store
+their packed bits in a BINARY_VECTOR with metric HAMMING (BIN_IVF_FLAT, or
+BIN_FLAT for ``exact``); where the server has no binary vectors (Milvus Lite
+3), the bits are stored as +-1 floats under COSINE (encoding ``signs``), whose
+cosine is exactly ``1 - 2 * hamming / bits``, so scores and distances are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .. import __version__, decode
+from ..extractors import Extractor, registry
+from ..index import Index, IndexInfo
+from ..search import LiveSet, SearchResult
+from ..store import FileRecord, IndexStore, IndexStoreError, Manifest, NotAnIndex
+from ..store.manifest import check_extractor
+from . import is_server_uri, path_id
+
+MISSING_EXTRA = "Milvus support needs the 'milvus' extra: pip install 'lookalike[milvus]'"
+DEFAULT_COLLECTION = "lookalike"
+PROPERTY = "lookalike."  # prefix of our collection properties
+#: Milvus's largest top-k per search.
+MAX_LIMIT = 16384
+PATH_MAX = 4096
+
+
+class MilvusUnavailable(IndexStoreError, ImportError):
+    """``pymilvus``/``milvus-lite`` are not installed."""
+
+
+class MilvusError(IndexStoreError):
+    """Milvus refused or failed an operation (connection, schema, write)."""
+
+
+def _pymilvus():
+    # gRPC's own log lines (e.g. from its fork handlers in a child process forked
+    # by this one) would break one-line error output; failures reach us as MilvusError.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        import pymilvus
+    except ImportError:
+        raise MilvusUnavailable(MISSING_EXTRA) from None
+    return pymilvus
+
+
+@contextmanager
+def _milvus_errors(what: str) -> Iterator[None]:
+    """Milvus's own exceptions -> :class:`MilvusError` (an ``IndexStoreError``) naming ``what``."""
+    pymilvus = _pymilvus()
+    try:
+        yield
+    except pymilvus.exceptions.MilvusException as e:
+        raise MilvusError(f"Milvus: {what}: {getattr(e, 'message', None) or e}") from e
+
+
+def _drop_rpc_error_logs(record: logging.LogRecord) -> bool:
+    # pymilvus logs every failed call with a traceback before raising; we raise it as one
+    # MilvusError line (and expect one refusal on Milvus Lite), so the log is noise
+    return not str(record.msg).startswith("RPC error")
+
+
+def connect(uri: str, token: str | None = None):
+    """A ``MilvusClient`` for ``uri``; a ``.db`` path starts Milvus Lite on that file."""
+    pymilvus = _pymilvus()
+    rpc_logger = logging.getLogger("pymilvus.decorators")
+    if _drop_rpc_error_logs not in rpc_logger.filters:
+        rpc_logger.addFilter(_drop_rpc_error_logs)
+    if not is_server_uri(uri):
+        uri = os.path.abspath(os.path.expanduser(uri))
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+        try:
+            import milvus_lite  # noqa: F401  (pymilvus starts it; say clearly when it is missing)
+        except ImportError:
+            raise MilvusUnavailable(MISSING_EXTRA + " (milvus-lite runs ./file.db URIs)") from None
+    kw = {"token": token} if token else {}
+    if is_server_uri(uri):
+        with _milvus_errors(f"cannot connect to {uri}"):
+            return pymilvus.MilvusClient(uri=uri, **kw)
+    with _LITE_LOCK:  # milvus-lite starts one server per file; two threads at once would race for it
+        with _milvus_errors(f"cannot open Milvus Lite file {uri}"):
+            client = pymilvus.MilvusClient(uri=uri, **kw)
+        _LITE_USERS[uri] = _LITE_USERS.get(uri, 0) + 1
+    return client
+
+
+#: Milvus Lite runs inside this process and locks its file while it runs: count the
+#: open clients per file, and stop it when the last closes, so another process can open it.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
+
+def disconnect(client, uri: str) -> None:
+    client.close()
+    if is_server_uri(uri):
+        return
+    with _LITE_LOCK:
+        _LITE_USERS[uri] = _LITE_USERS.get(uri, 1) - 1
+        last = _LITE_USERS[uri] <= 0
+        if last:
+            del _LITE_USERS[uri]
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
+
+
+def default_local_dir(uri: str, collection: str, shard: tuple[int, int] | None = None) -> str:
+    """Where the local catalog of a Milvus index lives unless ``--index DIR`` says.
+
+    Milvus Lite ``x.db``: ``x.db.lookalike/COLLECTION`` beside the file; a server:
+    ``~/.lookalike/milvus/HOST-PORT/COLLECTION``; ``.shard-I-of-N`` appended for a shard.
+    """
+    if is_server_uri(uri):
+        parsed = urlparse(uri)
+        host = f"{parsed.hostname or 'localhost'}-{parsed.port or 19530}"
+        base = os.path.join(os.path.expanduser("~/.lookalike/milvus"), host)
+    else:
+        base = os.path.abspath(os.path.expanduser(uri)) + ".lookalike"
+    name = collection if shard is None or shard[1] == 1 else f"{collection}.shard-{shard[0]}-of-{shard[1]}"
+    return os.path.join(base, name)
+
+
+# -- the collection ---------------------------------------------------------------------
+class Collection:
+    """One Milvus collection holding an index's vectors; all Milvus calls go through here.
+
+    ``encoding``: ``float`` (FLOAT_VECTOR, COSINE), ``binary`` (packed bits in a
+    BINARY_VECTOR, HAMMING) or ``signs`` (bits as +-1 floats, COSINE).
+    """
+
+    #: entities per upsert call: bounds one gRPC message (1000 x 1280 float32 = 5 MB)
+    write_batch = 1000
+    #: HNSW candidate list at search time (higher: better recall, slower)
+    ef = 256
+    nprobe = 64
+
+    def __init__(self, client, uri: str, name: str, properties: dict[str, str], index_type: str):
+        self.client, self.uri, self.name = client, uri, name
+        self.properties = properties
+        self.spec = json.loads(properties[PROPERTY + "extractor"])
+        self.metric = properties[PROPERTY + "metric"]
+        self.dim = int(properties[PROPERTY + "dim"])
+        self.encoding = properties[PROPERTY + "encoding"]
+        self.index_type = index_type
+
+    @property
+    def milvus_metric(self) -> str:
+        return "HAMMING" if self.encoding == "binary" else "COSINE"
+
+    # -- lifecycle ------------------------------------------------------------------
+    @classmethod
+    def open(cls, client, uri: str, name: str) -> "Collection | None":
+        """The existing collection ``name`` (``None`` if there is none); checks it is ours."""
+        with _milvus_errors(f"cannot read collection {name!r}"):
+            if not client.has_collection(name):
+                return None
+            desc = client.describe_collection(name)
+            props = {k: str(v) for k, v in (desc.get("properties") or {}).items()}
+            index_type = "?"
+            for index_name in client.list_indexes(name):
+                index_type = client.describe_index(name, index_name).get("index_type", "?")
+            client.load_collection(name)  # a collection is searchable only once loaded (idempotent)
+        if PROPERTY + "extractor" not in props:
+            raise NotAnIndex(f"Milvus collection {name!r} at {uri} was not made by lookalike "
+                             f"(no {PROPERTY}extractor property)")
+        return cls(client, uri, name, props, index_type)
+
+    @classmethod
+    def create(cls, client, uri: str, name: str, manifest: Manifest, ann: str) -> "Collection":
+        pymilvus = _pymilvus()
+        DataType = pymilvus.DataType
+        bits = manifest.metric == "hamming"
+        encodings = ["binary", "signs"] if bits else ["float"]
+        last: Exception | None = None
+        for encoding in encodings:  # Milvus Lite 3 has no BINARY_VECTOR: fall back to signs
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
+                                          description=f"lookalike index: {json.dumps(manifest.extractor, sort_keys=True)}")
+            schema.add_field("id", DataType.INT64, is_primary=True)
+            if encoding == "binary":
+                schema.add_field("vector", DataType.BINARY_VECTOR, dim=manifest.dim)
+            else:
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=manifest.dim)
+            schema.add_field("path", DataType.VARCHAR, max_length=PATH_MAX)
+            schema.add_field("content_hash", DataType.VARCHAR, max_length=128)
+            schema.add_field("size", DataType.INT64)
+            schema.add_field("mtime_ns", DataType.INT64)
+            schema.add_field("width", DataType.INT32)
+            schema.add_field("height", DataType.INT32)
+            index_type, metric, params = _index_choice(encoding, ann)
+            index_params = client.prepare_index_params()
+            index_params.add_index(field_name="vector", index_type=index_type, metric_type=metric, params=params)
+            properties = {
+                PROPERTY + "extractor": json.dumps(manifest.extractor, sort_keys=True),
+                PROPERTY + "metric": manifest.metric,
+                PROPERTY + "dim": str(manifest.dim),
+                PROPERTY + "dtype": manifest.dtype,
+                PROPERTY + "encoding": encoding,
+                PROPERTY + "ann": ann,
+                PROPERTY + "uuid": uuid.uuid4().hex,
+                PROPERTY + "version": __version__,
+            }
+            try:
+                client.create_collection(name, schema=schema, index_params=index_params,
+                                         consistency_level="Strong", properties=properties)
+            except pymilvus.exceptions.MilvusException as e:
+                last = e
+                if encoding == "binary" and "BinaryVector" in str(e):
+                    continue
+                raise MilvusError(f"Milvus: cannot create collection {name!r} at {uri}: {e}") from e
+            return cls(client, uri, name, properties, index_type)
+        raise MilvusError(f"Milvus: cannot create collection {name!r} at {uri}: {last}")
+
+    def close(self) -> None:
+        disconnect(self.client, self.uri)
+
+    # -- vectors as Milvus takes them -------------------------------------------------
+    def encode(self, vectors: np.ndarray) -> list:
+        """``(n, width)`` vectors as stored locally -> what the ``vector`` field takes."""
+        if self.encoding == "binary":
+            return [bytes(row) for row in np.ascontiguousarray(vectors, np.uint8)]
+        if self.encoding == "signs":
+            signs = np.unpackbits(np.asarray(vectors, np.uint8), axis=1).astype(np.float32) * 2 - 1
+            return list(signs[:, : self.dim])
+        return list(np.asarray(vectors, np.float32))
+
+    def score(self, distance: float) -> tuple[float, int | None]:
+        """Milvus's distance -> ``(score, hamming_bits)`` as the local search reports them."""
+        if self.encoding == "binary":
+            d = int(round(distance))
+            return 1.0 - d / self.dim, d
+        cos = min(1.0, max(-1.0, float(distance)))
+        if self.encoding == "signs":
+            d = int(round((1.0 - cos) * self.dim / 2))
+            return 1.0 - d / self.dim, d
+        return cos, None
+
+    # -- writes -----------------------------------------------------------------------
+    def upsert(self, rows: list[dict]) -> None:
+        for start in range(0, len(rows), self.write_batch):
+            with _milvus_errors(f"upsert into {self.name!r}"):
+                self.client.upsert(self.name, rows[start : start + self.write_batch])
+
+    def delete(self, ids: list[int]) -> None:
+        for start in range(0, len(ids), 16384):
+            with _milvus_errors(f"delete from {self.name!r}"):
+                self.client.delete(self.name, ids=ids[start : start + 16384])
+
+    def flush(self) -> None:
+        with _milvus_errors(f"flush {self.name!r}"):
+            self.client.flush(self.name)
+
+    # -- reads ------------------------------------------------------------------------
+    def count(self) -> int:
+        with _milvus_errors(f"count {self.name!r}"):
+            res = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def get(self, ids: list[int], fields: list[str]) -> list[dict]:
+        out = []
+        for start in range(0, len(ids), 1000):
+            with _milvus_errors(f"get from {self.name!r}"):
+                out.extend(self.client.get(self.name, ids=ids[start : start + 1000], output_fields=fields))
+        return out
+
+    def search(self, vectors: np.ndarray, limit: int) -> list[list[dict]]:
+        params: dict[str, Any] = {}
+        if self.index_type == "HNSW":
+            params = {"ef": max(self.ef, limit)}
+        elif "IVF" in self.index_type:
+            params = {"nprobe": self.nprobe}
+        with _milvus_errors(f"search {self.name!r}"):
+            return self.client.search(
+                self.name, data=self.encode(vectors), limit=limit, anns_field="vector",
+                output_fields=["path"], search_params={"metric_type": self.milvus_metric, "params": params},
+            )
+
+
+def _index_choice(encoding: str, ann: str) -> tuple[str, str, dict]:
+    """``(index_type, metric, build params)`` for a vector encoding and an ``ann`` setting."""
+    if encoding == "binary":
+        if ann == "exact":
+            return "BIN_FLAT", "HAMMING", {}
+        return "BIN_IVF_FLAT", "HAMMING", {"nlist": 1024}
+    if ann == "exact":
+        return "FLAT", "COSINE", {}
+    if ann == "ivfpq":
+        return "IVF_FLAT", "COSINE", {"nlist": 1024}
+    return "HNSW", "COSINE", {"M": 16, "efConstruction": 200}
+
+
+# -- the local side -----------------------------------------------------------------------
+class MilvusStore(IndexStore):
+    """The local index folder of a Milvus index; :meth:`commit` writes the collection first."""
+
+    collection: Collection
+
+    def commit(self, *, vectors: np.ndarray | None = None, records=(), renames=(), deletes=(), **kw) -> None:
+        if self._lock_fd is None:
+            raise IndexStoreError("commit needs the writer lock (use store.writing())")
+        records, renames, deletes = list(records), list(renames), list(deletes)
+        n_rows = self.catalog.n_rows()
+        fresh = np.asarray(vectors, self.vectors.dtype) if vectors is not None and len(vectors) else None
+        matrix = self.matrix()
+        numbering = iter(range(n_rows, n_rows + (len(fresh) if fresh is not None else 0)))
+
+        def vector_of(row: int) -> np.ndarray:
+            return fresh[row - n_rows] if row >= n_rows else np.asarray(matrix[row])
+
+        upserts: list[tuple[FileRecord, np.ndarray]] = []
+        gone: list[str] = list(deletes)
+        for r in records:
+            if r.status == "ok":  # numbered as IndexStore.commit will number them
+                upserts.append((r, vector_of(r.row if r.row is not None else next(numbering))))
+            else:
+                old = self.catalog.get(r.path)
+                if old is not None and old.status == "ok":
+                    gone.append(r.path)
+        for old_path, r in renames:
+            gone.append(old_path)
+            upserts.append((r, vector_of(r.row)))
+        if gone:
+            self.collection.delete([path_id(p) for p in gone])
+        if upserts:
+            encoded = self.collection.encode(np.stack([v for _, v in upserts]))
+            self._pending([r.path for r, _ in upserts])
+            self.collection.upsert([_entity(r, v) for (r, _), v in zip(upserts, encoded)])
+        super().commit(vectors=vectors, records=records, renames=renames, deletes=deletes, **kw)
+        if upserts:
+            self._pending(None)
+
+    # A batch's paths are noted in the catalog before its upsert and cleared after its commit.
+    # If the process dies in between, the next writer deletes the entities of noted paths that
+    # the catalog does not list: files that were deleted before the rerun leave no orphans.
+    _PENDING = "milvus_pending"
+
+    def _pending(self, paths: list[str] | None) -> None:
+        db = self.catalog.db
+        if paths is None:
+            db.execute("DELETE FROM meta WHERE key=?", (self._PENDING,))
+        else:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._PENDING, json.dumps(paths)))
+
+    def acquire(self) -> None:
+        held = self._lock_fd is not None
+        super().acquire()
+        if held:
+            return
+        row = self.catalog.db.execute("SELECT value FROM meta WHERE key=?", (self._PENDING,)).fetchone()
+        if row is not None:
+            unknown = [p for p in json.loads(row[0]) if (r := self.catalog.get(p)) is None or r.status != "ok"]
+            if unknown:
+                self.collection.delete([path_id(p) for p in unknown])
+            self._pending(None)
+
+    def check(self) -> list[str]:
+        """The folder's own checks, then: is every indexed file in the collection, under its path?"""
+        problems = super().check()
+        live = list(self.catalog.records(status="ok"))
+        found = {e["id"]: e["path"] for e in self.collection.get([path_id(r.path) for r in live], ["path"])}
+        missing = [r.path for r in live if path_id(r.path) not in found]
+        clashes = [r.path for r in live if found.get(path_id(r.path), r.path) != r.path]
+        if missing:
+            problems.append(f"{len(missing)} indexed files are missing from Milvus collection "
+                            f"{self.collection.name!r} (e.g. {missing[0]}); run `lookalike index` again")
+        if clashes:
+            problems.append(f"{len(clashes)} files share their Milvus id with another path (e.g. {clashes[0]})")
+        return problems
+
+
+def _entity(r: FileRecord, vector) -> dict:
+    if len(r.path.encode("utf-8", "surrogatepass")) > PATH_MAX:
+        raise MilvusError(f"path longer than {PATH_MAX} bytes cannot be stored in Milvus: {r.path[:80]}...")
+    return {
+        "id": path_id(r.path), "vector": vector, "path": r.path, "content_hash": r.content_hash or "",
+        "size": int(r.size), "mtime_ns": int(r.mtime_ns), "width": int(r.width or 0), "height": int(r.height or 0),
+    }
+
+
+# -- the index ----------------------------------------------------------------------------
+class MilvusIndex(Index):
+    """An :class:`~lookalike.Index` whose vectors are searched in a Milvus collection.
+
+    >>> ix = MilvusIndex.connect("pics.db", "phash", create=True)   # doctest: +SKIP
+    >>> ix.add("photos/"); ix.search("q.jpg", k=5)                  # doctest: +SKIP
+
+    File ids (``SearchResult.id``, ``live().ids``) are :func:`~lookalike.backends.path_id`
+    of the path, the collection's primary key, not the local catalog's row ids.
+    """
+
+    store: MilvusStore
+
+    def __init__(self, store: MilvusStore, extractor: Extractor, max_pixels: int = decode.DEFAULT_MAX_PIXELS):
+        super().__init__(store, extractor, max_pixels)
+        self.collection = store.collection
+        self._mapped: tuple[LiveSet, LiveSet] | None = None  # (local live set, the same with path ids)
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str | os.PathLike,
+        extractor: str | dict | Extractor | None = None,
+        *,
+        create: bool = False,
+        token: str | None = None,
+        collection: str | None = None,
+        local: str | os.PathLike | None = None,
+        shard: tuple[int, int] | None = None,
+        threads: int | None = None,
+        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+        ann: str = "auto",
+        storage: str | None = None,
+    ) -> "MilvusIndex":
+        """Open (``create=True``: or create) the index in collection ``collection`` at ``uri``.
+
+        ``uri``: ``./file.db`` (Milvus Lite) or ``http://host:19530``; ``token``:
+        ``"user:password"`` or an API key. ``local``: the folder of the local
+        catalog (default: :func:`default_local_dir`). ``extractor`` must match
+        the collection's (:class:`~lookalike.ExtractorMismatch` says what differs).
+        """
+        uri = os.fspath(uri)
+        if not is_server_uri(uri):
+            uri = os.path.abspath(os.path.expanduser(uri))
+        name = collection or DEFAULT_COLLECTION
+        wanted = registry.create(extractor, threads=threads) if extractor is not None else None
+        client = connect(uri, token)
+        try:
+            coll = Collection.open(client, uri, name)
+            if coll is None:
+                if not create:
+                    raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} (create it with `lookalike index`)")
+                manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage)
+                coll = Collection.create(client, uri, name, manifest, ann)
+            where = f"Milvus collection {name!r} at {uri}"
+            stored = Manifest(extractor=coll.spec, dim=coll.dim, metric=coll.metric,
+                              dtype=coll.properties.get(PROPERTY + "dtype", "float16"),
+                              lookalike_version=coll.properties.get(PROPERTY + "version", ""),
+                              ann=coll.properties.get(PROPERTY + "ann", "auto"))
+            if wanted is not None:
+                check_extractor(stored, wanted.spec(), where)
+            directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
+                default_local_dir(uri, name, shard)
+            store = _local_store(directory, stored, coll)
+        except BaseException:
+            disconnect(client, uri)
+            raise
+        ext = wanted if wanted is not None else registry.create(coll.spec, threads=threads)
+        if ext.trainable:
+            state = store.load_state()
+            if state:
+                ext.load_state(state)
+            elif ext.is_trained():  # trained beforehand: keep its state, as Index.create does
+                with store.writing():
+                    store.save_state(ext.state())
+        return cls(store, ext, max_pixels)
+
+    @classmethod
+    def open(cls, uri, extractor=None, **kw) -> "MilvusIndex":
+        """:meth:`connect` to an existing collection."""
+        return cls.connect(uri, extractor, **kw)
+
+    @classmethod
+    def create(cls, uri, extractor=registry.DEFAULT, **kw) -> "MilvusIndex":
+        """:meth:`connect` with ``create=True`` (an existing collection is opened and checked)."""
+        return cls.connect(uri, extractor, create=True, **kw)
+
+    @classmethod
+    def open_or_create(cls, uri, extractor=None, **kw) -> "MilvusIndex":
+        return cls.connect(uri, extractor, create=True, **kw)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.collection.close()
+
+    @property
+    def uri(self) -> str:
+        return self.collection.uri
+
+    def add(self, folder, **kw):
+        """As :meth:`Index.add`; ``shard=(I, N)`` indexes only the files of shard I of N."""
+        if kw.get("shard") is not None and kw["shard"][1] > 1 and self.extractor.trainable:
+            raise ValueError(f"--shard cannot be used with the trainable extractor {self.extractor.name!r}: "
+                             "each shard would learn its own vocabulary")
+        return super().add(folder, **kw)
+
+    # -- search structure: Milvus's own -----------------------------------------------
+    def update_ann(self, *, save: bool = False):
+        """Milvus maintains its index itself; ``save=True`` (after :meth:`add`) flushes the
+        collection, sealing what was written so that it is searched through the index (on
+        Milvus Lite, 10x faster than the growing segment)."""
+        if save:
+            self.collection.flush()
+        return None
+
+    def set_ann(self, kind: str) -> None:
+        raise ValueError(f"the Milvus index type ({self.collection.index_type}) is chosen when the collection "
+                         "is created (`--ann` at the first `lookalike index`)")
+
+    def ann_kind(self) -> str:
+        return f"milvus {self.collection.index_type} ({self.collection.milvus_metric})"
+
+    # -- reading -----------------------------------------------------------------------
+    def live(self) -> LiveSet:
+        """The local catalog's files (as for a local index), with Milvus ids (path ids)."""
+        local = super().live()
+        if self._mapped is None or self._mapped[0] is not local:
+            ids = np.fromiter((path_id(p) for p in local.paths), np.int64, len(local.paths))
+            self._mapped = (local, LiveSet(ids, local.paths, local.rows, local.matrix))
+        return self._mapped[1]
+
+    def record_id(self, rec: FileRecord) -> int:
+        return path_id(rec.path)
+
+    def search_vectors(self, vectors: np.ndarray, k: int | None = 10, *, exact: bool = False,
+                       **kwargs) -> list[list[SearchResult]]:
+        """Top-``k`` hits per row of ``vectors`` (``(q, width)``, as stored) from the collection.
+
+        ``exact=True`` searches the local catalog's vectors exactly instead (the
+        reference; only the files this process's catalog indexed).
+        """
+        if exact:
+            return super().search_vectors(vectors, k, exact=True, **kwargs)
+        vectors = np.atleast_2d(np.asarray(vectors))
+        if k is None:
+            k = self.collection.count()
+        # a margin, so that files tied with the k-th are all there for the tie-break by path
+        limit = min(MAX_LIMIT, max(2 * k, k + 32))
+        if k <= 0 or not len(vectors):
+            return [[] for _ in vectors]
+        results = []
+        for hits in self.collection.search(vectors, limit):
+            scored = []
+            for h in hits:
+                score, bits = self.collection.score(h["distance"])
+                scored.append((-score, h["entity"]["path"], int(h["id"]), bits))
+            scored.sort()  # best first, ties by path as in the local search
+            results.append([SearchResult(rank, path, -neg, i, bits)
+                            for rank, (neg, path, i, bits) in enumerate(scored[:k], 1)])
+        return results
+
+    def info(self) -> IndexInfo:
+        base = super().info()
+        manifest = dict(base.manifest)
+        manifest["milvus"] = {
+            "uri": self.collection.uri, "collection": self.collection.name, "entities": self.collection.count(),
+            "index_type": self.collection.index_type, "metric": self.collection.milvus_metric,
+            "encoding": self.collection.encoding,
+        }
+        return replace(base, manifest=manifest)
+
+
+def _manifest(ext: Extractor, ann: str, storage: str | None) -> Manifest:
+    from .. import ann as ann_mod
+
+    ann_mod.resolve(ann, 0)  # validate
+    dtype = ext.dtype
+    if ext.metric != "hamming":
+        dtype = storage or "float16"
+        if dtype not in ("float16", "float32"):
+            raise ValueError("storage must be 'float16' or 'float32'")
+    return Manifest(extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
+                    lookalike_version=__version__, ann=ann)
+
+
+def _local_store(directory: str, stored: Manifest, coll: Collection) -> MilvusStore:
+    """Open or create the local folder for ``coll``; refuse one that belongs to another collection."""
+    uid = coll.properties.get(PROPERTY + "uuid", "")
+    if os.path.exists(os.path.join(directory, "manifest.json")):
+        store = MilvusStore.open(directory, stored.extractor)
+    else:
+        store = MilvusStore.create(directory, stored)
+    store.collection = coll
+    db = store.catalog.db
+    row = db.execute("SELECT value FROM meta WHERE key='milvus_collection'").fetchone()
+    if row is None:
+        if store.catalog.counts()["ok"]:
+            store.close()
+            raise IndexStoreError(f"{directory} holds a local index that is not linked to Milvus collection "
+                                  f"{coll.name!r}; give another --index DIR for its catalog")
+        if not store.catalog.readonly:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('milvus_collection', ?)", (uid,))
+    elif row[0] != uid:
+        store.close()
+        raise IndexStoreError(
+            f"the local catalog {directory} belongs to another Milvus collection (or one since dropped and "
+            f"made again) than {coll.name!r} at {coll.uri}; give another --index DIR or remove it"
+        )
+    return store

@@ -1,0 +1,163 @@
+"""Copy detection: stored keypoints, geometric verification, query views, --explain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from lookalike import Index, local
+from lookalike.index import query_views
+
+from .conftest import DEMO
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    """The bundled demo images, indexed with the default configuration (cnn + SIFT keypoints)."""
+    root = tmp_path_factory.mktemp("verify")
+    folder = root / "images"
+    folder.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, folder / p.name)
+    index = Index.create(root / "idx")
+    index.add(folder, jobs=1)
+    yield index, folder, root
+    index.close()
+
+
+def _rgb(path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def edited_copies(original: Image.Image, other: Image.Image) -> dict[str, Image.Image]:
+    w, h = original.size
+    framed = ImageOps.expand(original, border=(w // 8, h // 8, w // 8, h // 3), fill=(240, 240, 240))
+    ImageDraw.Draw(framed).text((10, framed.height - h // 5), "a caption under the picture", fill=(0, 0, 0))
+    pip = other.resize((w, h))
+    pip.paste(original.resize((w // 2, h // 2)), (w // 3, h // 4))
+    return {
+        "rot90": original.rotate(90, expand=True),
+        "rot180+mirror": ImageOps.mirror(original.rotate(180)),
+        "crop": original.crop((w // 10, h // 5, w * 7 // 10, h * 4 // 5)),
+        "framed": framed,
+        "picture-in-picture": pip,
+        "rot10": original.rotate(10, expand=True, fillcolor=(0, 0, 0)),
+    }
+
+
+def test_keypoints_are_stored_at_index_time(gallery):
+    index, folder, _ = gallery
+    assert index.store.manifest.local == local.DEFAULTS
+    n = len(list(folder.glob("*.jpg")))
+    assert index.store.catalog.n_keypoint_rows() == n
+    feats = index.candidate_features([str(folder / "cat.jpg")])[0]
+    assert feats is not None and 50 <= len(feats) <= local.DEFAULTS["max_keypoints"]
+    assert feats.descriptors.dtype == np.uint8 and feats.xy.dtype == np.float32
+    width, height = Image.open(folder / "cat.jpg").size
+    assert (feats.width, feats.height) == (width, height)
+    assert feats.xy[:, 0].max() <= width and feats.xy[:, 1].max() <= height
+
+
+@pytest.mark.parametrize("edit", ["rot90", "rot180+mirror", "crop", "framed", "picture-in-picture", "rot10"])
+def test_edited_copy_is_found_first_and_verified(gallery, edit, tmp_path):
+    index, folder, _ = gallery
+    original = _rgb(folder / "cat.jpg")
+    query = edited_copies(original, _rgb(folder / "brick.jpg"))[edit]
+    hits = index.search(np.asarray(query), k=5, verify=True)
+    assert hits[0].path == str(folder / "cat.jpg"), [(h.path, h.inliers) for h in hits]
+    assert hits[0].inliers >= local.MIN_INLIERS
+    assert all(h.inliers < hits[0].inliers for h in hits[1:])
+    assert hits[0].region is not None and len(hits[0].region) == 4
+
+
+def test_unrelated_pair_has_no_model(gallery):
+    index, folder, _ = gallery
+    _, match = index.verify_pair(folder / "coffee.jpg", str(folder / "rocket.jpg"))
+    assert match.inliers == 0 and match.homography is None
+    _, same = index.verify_pair(folder / "rocket.jpg", str(folder / "rocket.jpg"))
+    assert same.inliers > 100 and same.homography is not None
+    assert np.allclose(same.homography / same.homography[2, 2], np.eye(3), atol=0.05)
+
+
+def test_the_candidates_keypoints_are_read_not_recomputed(gallery, monkeypatch):
+    index, folder, _ = gallery
+    calls = []
+    real = local.detect
+    monkeypatch.setattr(local, "detect", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    index.search(folder / "camera.jpg", k=5, verify=True)
+    assert 1 <= len(calls) <= 2  # the query (and its mirror image), never the candidates
+
+
+def test_augment_finds_a_quarter_turn_without_verification(gallery):
+    index, folder, _ = gallery
+    turned = np.rot90(np.asarray(_rgb(folder / "hubble.jpg")), 1)
+    hits = index.search(turned, k=3, augment=True)
+    assert hits[0].path == str(folder / "hubble.jpg")
+    assert hits[0].inliers is None  # not verified
+    assert hits[0].score > 0.95  # the turned view met the stored vector
+
+
+def test_query_views_cover_turns_mirrors_and_regions():
+    a = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    views = query_views(a)
+    assert len(views) == 13
+    assert any(v.shape == (6, 4, 3) and np.array_equal(v, np.rot90(a)) for v in views)
+    assert any(np.array_equal(v, a[:, ::-1]) for v in views)
+    assert all(v.flags["C_CONTIGUOUS"] for v in views)
+
+
+def test_verify_needs_stored_keypoints(tmp_path):
+    index = Index.create(tmp_path / "idx", "phash")
+    assert index.store.manifest.local is None
+    index.add(DEMO, jobs=1)
+    with pytest.raises(ValueError, match="no keypoints"):
+        index.search(DEMO / "cat.jpg", k=3, verify=True)
+    index.close()
+
+
+def test_features_blob_round_trip():
+    rng = np.random.default_rng(0)
+    f = local.Features(rng.random((7, 2), dtype=np.float32) * 100, rng.integers(0, 255, (7, 128), dtype=np.uint8), 640, 480)
+    g = local.Features.from_blobs(*f.to_blobs(), 640, 480)
+    assert np.array_equal(f.xy, g.xy) and np.array_equal(f.descriptors, g.descriptors)
+
+
+def test_cli_verify_json_and_explain(gallery, tmp_path):
+    index, folder, root = gallery
+    query = tmp_path / "q.jpg"
+    _rgb(folder / "rocket.jpg").rotate(270, expand=True).save(query, quality=80)
+    out = tmp_path / "explain.png"
+    r = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "search", str(query), "--index", str(root / "idx"), "-k", "3",
+         "--verify", "--json", "--explain", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout.splitlines()[0])
+    top = obj["results"][0]
+    assert top["path"] == str(folder / "rocket.jpg") and top["inliers"] >= local.MIN_INLIERS
+    assert len(top["region"]) == 4
+    assert "inliers" in r.stderr
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.height > 400
+        # the drawn outline is red somewhere in the right half
+        a = np.asarray(im.convert("RGB"))
+        right = a[:, a.shape[1] // 2 :]
+        assert ((right[..., 0] > 200) & (right[..., 1] < 90) & (right[..., 2] < 90)).sum() > 100
+
+
+def test_cli_explain_needs_verify(gallery):
+    _, folder, root = gallery
+    r = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "search", str(folder / "cat.jpg"), "--index", str(root / "idx"),
+         "--explain", "x.png"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 2 and "--explain needs --verify" in r.stderr
