@@ -276,23 +276,14 @@ class Index:
 
     def _prepare(self, query: Query) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(stored_vector, None)`` for an indexed, unchanged path, else ``(None, prepared)``."""
-        if isinstance(query, (Image.Image, np.ndarray)):
-            name = f"<{type(query).__name__}>"
-            try:
-                pixels = decode.pixels_of(query, max_pixels=self.max_pixels)
-            except decode.DecodeError as e:
-                raise QueryError(name, e) from None
-            return None, self._prepare_pixels(pixels, name)
-        path = os.path.abspath(os.path.expanduser(os.fspath(query)))
-        rec = self.store.catalog.get(display_path(path))
-        if rec is not None and rec.status == "ok" and _same_file(rec, path):
-            stored = np.array(self.live().matrix[rec.row])
-            return (stored if self.store.manifest.metric == "hamming" else stored.astype(np.float32)), None
-        try:
-            pixels = decode.decode_file(path, min_side=self.extractor.min_side, max_pixels=self.max_pixels).pixels
-        except decode.DecodeError as e:
-            raise QueryError(display_path(path), e) from None
-        return None, self._prepare_pixels(pixels, display_path(path))
+        if not isinstance(query, (Image.Image, np.ndarray)):
+            path = os.path.abspath(os.path.expanduser(os.fspath(query)))
+            rec = self.store.catalog.get(display_path(path))
+            if rec is not None and rec.status == "ok" and _same_file(rec, path):
+                stored = np.array(self.live().matrix[rec.row])
+                return (stored if self.store.manifest.metric == "hamming" else stored.astype(np.float32)), None
+        pixels, name = self._pixels(query, min_side=self.extractor.min_side)
+        return None, self._prepare_pixels(pixels, name)
 
     def _prepare_pixels(self, pixels: np.ndarray, name: str) -> np.ndarray:
         try:
@@ -373,19 +364,22 @@ class Index:
         return out
 
     # -- robust search: views of the query, geometric verification ---------------
-    def _pixels(self, query: Query) -> tuple[np.ndarray, str]:
-        """Decoded RGB pixels of a query, or :class:`QueryError`."""
+    def _pixels(self, query: Query, min_side: int | None = None) -> tuple[np.ndarray, str]:
+        """Decoded RGB pixels of a query and its display name, or :class:`QueryError`.
+
+        ``min_side``: a JPEG may be decoded at reduced size down to this (see :func:`decode.decode_file`).
+        """
         if isinstance(query, (Image.Image, np.ndarray)):
             name = f"<{type(query).__name__}>"
             try:
                 return decode.pixels_of(query, max_pixels=self.max_pixels), name
             except decode.DecodeError as e:
                 raise QueryError(name, e) from None
-        name = display_path(os.path.abspath(os.path.expanduser(os.fspath(query))))
+        path = os.path.abspath(os.path.expanduser(os.fspath(query)))
         try:
-            return decode.decode_file(os.path.expanduser(os.fspath(query)), max_pixels=self.max_pixels).pixels, name
+            return decode.decode_file(path, min_side=min_side, max_pixels=self.max_pixels).pixels, display_path(path)
         except decode.DecodeError as e:
-            raise QueryError(name, e) from None
+            raise QueryError(display_path(path), e) from None
 
     def _search_robust(self, query: Query, k: int | None, verify: bool | int, augment: bool) -> list[SearchResult]:
         if verify and not self.store.manifest.local:
@@ -395,17 +389,17 @@ class Index:
             )
         pixels, name = self._pixels(query)
         views = query_views(pixels) if augment else [pixels]
-        prepared = [self._prepare_pixels(v, name) for v in views if min(v.shape[:2]) >= 1]
-        vectors = self.extractor.embed_prepared(prepared)
-        n = None if k is None else max(k, (VERIFY_CANDIDATES if verify is True else int(verify)) if verify else k)
+        vectors = self.extractor.embed_prepared([self._prepare_pixels(v, name) for v in views])
+        checked = (VERIFY_CANDIDATES if verify is True else int(verify)) if verify else 0
+        n = None if k is None else max(k, checked)
         best: dict[str, SearchResult] = {}
         for hits in self.search_vectors(vectors, n):
             for h in hits:
                 if h.path not in best or h.score > best[h.path].score:
                     best[h.path] = h
         hits = sorted(best.values(), key=lambda h: (-h.score, h.path))[:n]
-        if verify:
-            hits = self._verified(pixels, hits)
+        if verify:  # only the best candidates are verified, whatever k is
+            hits = self._verified(pixels, hits[:checked]) + hits[checked:]
         return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
 
     def candidate_features(self, paths: Sequence[str]) -> list[local.Features | None]:

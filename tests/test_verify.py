@@ -161,3 +161,11 @@ def test_cli_explain_needs_verify(gallery):
         capture_output=True, text=True, timeout=60,
     )
     assert r.returncode == 2 and "--explain needs --verify" in r.stderr
+
+
+def test_all_hits_with_verification_verifies_only_the_candidates(gallery):
+    index, folder, _ = gallery
+    hits = index.search(folder / "cat.jpg", k=None, verify=3)
+    assert len(hits) == len(index)
+    assert hits[0].path == str(folder / "cat.jpg") and hits[0].inliers > 0
+    assert all(h.inliers is not None for h in hits[:3]) and all(h.inliers is None for h in hits[3:])
