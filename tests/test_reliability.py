@@ -13,7 +13,6 @@ modes like any user; a non-root one just runs it.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import json
 import os
@@ -51,19 +50,30 @@ EXTREME_ASPECT = {"strip_1x100000.png", "strip_100000x1.png"}
 
 
 # -- helpers -------------------------------------------------------------------
-def _obey_file_modes() -> None:
-    """``preexec_fn``: the child keeps uid 0 but loses the capabilities that ignore file modes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: not granted again at exec
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+# Run a command as root without the capabilities that ignore file modes. The
+# capabilities are dropped in a fresh interpreter that then execs the command,
+# not in a preexec_fn: forking this test process (which may hold gRPC threads
+# from the Milvus tests) can abort the child.
+_DROP_CAPS = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+    if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: not granted again at exec
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def obeying_modes(command: list[str]) -> list[str]:
+    """``command`` wrapped so that, as root, it gets 'permission denied' like any user."""
+    return [sys.executable, "-c", _DROP_CAPS, *command] if AS_ROOT else command
 
 
 def cli(*args, obey_modes: bool = False, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """Run ``lookalike ARGS``; ``obey_modes``: as root, without the power to ignore file modes."""
-    if obey_modes and AS_ROOT:
-        kw["preexec_fn"] = _obey_file_modes
-    return subprocess.run([*LOOKALIKE, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+    command = [*LOOKALIKE, *map(str, args)]
+    return subprocess.run(obeying_modes(command) if obey_modes else command,
+                          capture_output=True, text=True, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +82,9 @@ def modes_obeyed(tmp_path_factory) -> None:
     secret = tmp_path_factory.mktemp("modes") / "secret"
     secret.write_text("x")
     os.chmod(secret, 0)
-    kw = {"preexec_fn": _obey_file_modes} if AS_ROOT else {}
     try:
-        out = subprocess.run([sys.executable, "-c", f"open({str(secret)!r}).read()"], capture_output=True,
-                             text=True, timeout=60, **kw)
+        out = subprocess.run(obeying_modes([sys.executable, "-c", f"open({str(secret)!r}).read()"]),
+                             capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as e:
         pytest.skip(f"cannot drop CAP_DAC_OVERRIDE for a child process here: {e}")
     if "PermissionError" not in out.stderr:

@@ -72,9 +72,6 @@ class MilvusError(IndexStoreError):
 
 
 def _pymilvus():
-    # gRPC's own log lines (e.g. from its fork handlers in a child process forked
-    # by this one) would break one-line error output; failures reach us as MilvusError.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         import pymilvus
     except ImportError:
