@@ -153,9 +153,15 @@ def choose_inputs(args: argparse.Namespace, workdir: Path) -> tuple[Path, list[P
 
 
 # -- indexing and querying ---------------------------------------------------------
+#: ``keypoints`` setting of every index made here (``--keypoints``; "auto": SIFT with cnn).
+KEYPOINTS = "auto"
+#: search options of the timed queries (``--verify``).
+SEARCH_OPTIONS: dict[str, Any] = {}
+
+
 def index_throughput(spec: str, gallery: Path, jobs: int, index_dir: Path) -> tuple[Index, dict[str, Any]]:
     """Time one ``Index.add`` of ``gallery`` into a fresh index; the index stays open."""
-    index = Index.create(index_dir, extractor=registry.parse(spec))
+    index = Index.create(index_dir, extractor=registry.parse(spec), keypoints=KEYPOINTS)
     marks: dict[str, float] = {}
 
     def progress(done: int, total: int) -> None:
@@ -186,7 +192,7 @@ def query_latency(index: Index, queries: list[Path]) -> dict[str, Any]:
     times_ms = []
     for q in queries:
         started = time.perf_counter()
-        index.search(q, k=10)
+        index.search(q, k=10, **SEARCH_OPTIONS)
         times_ms.append(1000 * (time.perf_counter() - started))
     timed = times_ms[1:]
     return {
@@ -509,11 +515,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hashes", action=argparse.BooleanOptionalAction, default=True,
                    help=f"indexing throughput of {', '.join(HASHES)} on the gallery "
                         f"(and the 1 MP set with --photos), for each --jobs (default: on)")
+    p.add_argument("--keypoints", choices=["auto", "sift", "none"], default="auto",
+                   help="store SIFT keypoints for verification (default auto: with cnn, as lookalike index does)")
+    p.add_argument("--verify", action="store_true",
+                   help="time queries with geometric verification (search --verify; needs keypoints)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    global KEYPOINTS
     args = parse_args(argv)
+    KEYPOINTS = args.keypoints
+    if args.verify:
+        SEARCH_OPTIONS["verify"] = True
     extractors = args.extractor or ["cnn"]
     jobs_values = args.jobs or [1, 2]
     if args.images is not None and not args.images.is_dir():

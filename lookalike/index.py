@@ -108,7 +108,7 @@ class Index:
         ext = registry.create(extractor, threads=threads)
         ann_mod.resolve(ann, 0)  # validate early
         if keypoints == "auto":
-            keypoints = "sift" if ext.name == registry.DEFAULT else None
+            keypoints = default_keypoints(ext)
         local_spec = local.settings(keypoints)
         dtype = ext.dtype
         if ext.metric != "hamming":
@@ -510,6 +510,11 @@ class Index:
         from .duplicates import find_duplicates
 
         return find_duplicates(self, threshold=threshold, k=k, against=against, **kw)
+
+
+def default_keypoints(extractor: Extractor) -> str | None:
+    """``keypoints="auto"``: SIFT for the default extractor (cnn), none for the others."""
+    return "sift" if extractor.name == registry.DEFAULT else None
 
 
 def _query_name(q: Query, i: int) -> str:

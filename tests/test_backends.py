@@ -192,6 +192,16 @@ def test_cnn_finds_an_edited_copy(backend, tmp_path, photos):
     assert ix.search(photos / "cat.jpg", k=1)[0].score == pytest.approx(1.0, abs=2e-3)
 
 
+def test_verified_search_finds_a_turned_mirrored_copy(backend, tmp_path, photos):
+    ix = backend("cnn")  # keypoints stored by default with cnn, on either backend
+    ix.add(photos, jobs=1)
+    assert ix.store.manifest.local is not None
+    turned = np.asarray(Image.open(DEMO / "rocket.jpg").convert("RGB").rotate(90, expand=True))[:, ::-1]
+    hits = ix.search(np.ascontiguousarray(turned), k=3, verify=True)
+    assert hits[0].path == str(photos / "rocket.jpg") and hits[0].inliers >= 12
+    assert all(h.inliers < hits[0].inliers for h in hits[1:])
+
+
 def test_shards_split_a_folder_disjointly(backend, tmp_path):
     folder = tmp_path / "in"
     make_pattern_images(folder, 30)

@@ -231,6 +231,7 @@ class Collection:
                 PROPERTY + "dtype": manifest.dtype,
                 PROPERTY + "encoding": encoding,
                 PROPERTY + "ann": ann,
+                PROPERTY + "keypoints": json.dumps(manifest.local, sort_keys=True),
                 PROPERTY + "uuid": uuid.uuid4().hex,
                 PROPERTY + "version": __version__,
             }
@@ -444,6 +445,7 @@ class MilvusIndex(Index):
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
         ann: str = "auto",
         storage: str | None = None,
+        keypoints: str | dict | None = "auto",
     ) -> "MilvusIndex":
         """Open (``create=True``: or create) the index in collection ``collection`` at ``uri``.
 
@@ -463,13 +465,15 @@ class MilvusIndex(Index):
             if coll is None:
                 if not create:
                     raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} (create it with `lookalike index`)")
-                manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage)
+                manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
+                                     keypoints)
                 coll = Collection.create(client, uri, name, manifest, ann)
             where = f"Milvus collection {name!r} at {uri}"
             stored = Manifest(extractor=coll.spec, dim=coll.dim, metric=coll.metric,
                               dtype=coll.properties.get(PROPERTY + "dtype", "float16"),
                               lookalike_version=coll.properties.get(PROPERTY + "version", ""),
-                              ann=coll.properties.get(PROPERTY + "ann", "auto"))
+                              ann=coll.properties.get(PROPERTY + "ann", "auto"),
+                              local=json.loads(coll.properties.get(PROPERTY + "keypoints", "null")))
             if wanted is not None:
                 check_extractor(stored, wanted.spec(), where)
             directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
@@ -585,8 +589,9 @@ class MilvusIndex(Index):
         return replace(base, manifest=manifest)
 
 
-def _manifest(ext: Extractor, ann: str, storage: str | None) -> Manifest:
-    from .. import ann as ann_mod
+def _manifest(ext: Extractor, ann: str, storage: str | None, keypoints: str | dict | None = "auto") -> Manifest:
+    from .. import ann as ann_mod, local
+    from ..index import default_keypoints
 
     ann_mod.resolve(ann, 0)  # validate
     dtype = ext.dtype
@@ -595,7 +600,8 @@ def _manifest(ext: Extractor, ann: str, storage: str | None) -> Manifest:
         if dtype not in ("float16", "float32"):
             raise ValueError("storage must be 'float16' or 'float32'")
     return Manifest(extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
-                    lookalike_version=__version__, ann=ann)
+                    lookalike_version=__version__, ann=ann,
+                    local=local.settings(default_keypoints(ext) if keypoints == "auto" else keypoints))
 
 
 def _local_store(directory: str, stored: Manifest, coll: Collection) -> MilvusStore:
