@@ -161,7 +161,7 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
 def _hit_line(h) -> str:
     extra = f"  ({h.distance} bits)" if h.distance is not None else ""
     if h.inliers is not None:
-        extra += f"  [{h.inliers} inliers]" if h.inliers else "  [not verified]"
+        extra += f"  [{h.inliers} inliers]" if h.inliers else "  [no geometric match]"
     return f"{h.rank:4d}  {h.score:.4f}  {h.path}{extra}"
 
 
