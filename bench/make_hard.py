@@ -3,8 +3,8 @@
 The public benchmark's edits are mild (crops, a 15 degree turn, recompression,
 colour); users meet harsher ones. This script writes a second query set, in
 the same layout, with edits of other kinds: quarter turns and mirrors,
-perspective warps, the picture framed inside another image (picture in
-picture, a screenshot-like border with a caption band), text and logo
+perspective warps, the picture framed inside something else (pasted on a
+screenshot-like page, a border with a caption band), text and logo
 overlays, and combinations. Parameters are drawn at random per query (seeded),
 so nothing can be tuned to one fixed value.
 
@@ -59,9 +59,27 @@ def perspective(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(cv2.warpPerspective(a, m, (w, h), borderValue=fill))
 
 
-def picture_in_picture(img: Image.Image, background: Image.Image, rng: random.Random) -> Image.Image:
-    """The picture pasted, at 35-60% of the width, somewhere on another image."""
-    bg = background.resize((1024, int(1024 * background.height / background.width)))
+def page(rng: random.Random) -> Image.Image:
+    """A screenshot-like page that is in no gallery: bars, panels and lines of text."""
+    w, h = 1024, rng.choice([640, 768, 1024])
+    out = Image.new("RGB", (w, h), tuple(rng.randint(200, 255) for _ in range(3)))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([0, 0, w, rng.randint(30, 70)], fill=tuple(rng.randint(0, 120) for _ in range(3)))
+    font = ImageFont.load_default(size=rng.randint(12, 20))
+    for _ in range(rng.randint(3, 8)):
+        x, y = rng.randint(0, w - 100), rng.randint(60, h - 40)
+        draw.rectangle([x, y, x + rng.randint(60, 300), y + rng.randint(20, 120)],
+                       fill=tuple(rng.randint(120, 255) for _ in range(3)))
+    for y in range(90, h, rng.randint(22, 34)):
+        words = " ".join(rng.choice(["lorem", "ipsum", "dolor", "share", "photo", "news", "today", "2026"])
+                         for _ in range(rng.randint(3, 12)))
+        draw.text((rng.randint(10, 60), y), words, fill=(40, 40, 40), font=font)
+    return out
+
+
+def picture_in_picture(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture pasted, at 35-60% of the width, somewhere on a page (no gallery image)."""
+    bg = page(rng)
     scale = rng.uniform(0.35, 0.6) * bg.width / img.width
     small = img.resize((max(8, int(img.width * scale)), max(8, int(img.height * scale))))
     if small.height > bg.height:
@@ -118,7 +136,7 @@ def rephoto(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(a[m : h - m or h, m : w - m or w])
 
 
-def combined(img: Image.Image, background: Image.Image, rng: random.Random) -> Image.Image:
+def combined(img: Image.Image, rng: random.Random) -> Image.Image:
     """A quarter turn or mirror, then framing or an overlay, then a strong crop."""
     img = quarter_turn(img, rng) if rng.random() < 0.5 else img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     img = framed(img, rng) if rng.random() < 0.5 else overlay(img, rng)
@@ -151,15 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     for orig in originals:
         img = _rgb(orig)
         for edit in edits:
-            bg = _rgb(rng.choice(distractors))
             out = {
                 "quarter_turn": lambda: quarter_turn(img, rng),
                 "perspective": lambda: perspective(img, rng),
-                "picture_in_picture": lambda: picture_in_picture(img, bg, rng),
+                "picture_in_picture": lambda: picture_in_picture(img, rng),
                 "framed": lambda: framed(img, rng),
                 "overlay": lambda: overlay(img, rng),
                 "rephoto": lambda: rephoto(img, rng),
-                "combined": lambda: combined(img, bg, rng),
+                "combined": lambda: combined(img, rng),
             }[edit]()
             out.thumbnail((640, 640))
             n += 1
