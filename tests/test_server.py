@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 
 from PIL import Image  # noqa: E402
 
-from lookalike import Index  # noqa: E402
+from lookalike import Index, local  # noqa: E402
 
 from .conftest import DEMO, ODD, make_pattern_images, png_bomb  # noqa: E402
 from .live_server import LiveServer, raw_request  # noqa: E402
@@ -105,7 +105,9 @@ def test_search_by_upload_finds_the_original_first(client, gallery):
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert hits[0]["path"] == str(gallery["photos"] / "cat.jpg") and hits[0]["score"] > 0.999
     assert hits[0]["id"] == gallery["ids"]["cat.jpg"]
-    assert all(set(h) == {"rank", "id", "path", "score", "distance"} for h in hits)
+    assert all(set(h) == {"rank", "id", "path", "score", "distance", "inliers", "region"} for h in hits)
+    assert all(h["inliers"] is None and h["region"] is None for h in hits)  # not verified
+    assert body["verified"] is False and body["candidates"] is None
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
@@ -212,11 +214,149 @@ def test_openapi_schema(client):
         assert path in schema["paths"], path
     upload_body = schema["paths"]["/api/search"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload_body
+    for path, method in (("/api/search", "post"), ("/api/search/{file_id}", "get")):
+        params = {p["name"]: p for p in schema["paths"][path][method]["parameters"]}
+        assert params["verify"]["schema"]["type"] == "boolean", params["verify"]
+        assert params["candidates"]["schema"]["maximum"] == 500 and params["candidates"]["schema"]["minimum"] == 1
+    hit = schema["components"]["schemas"]["Hit"]["properties"]
+    assert "inliers" in hit and "region" in hit
+    assert "verified" in schema["components"]["schemas"]["SearchResponse"]["properties"]
+
+
+# -- copy detection: verify=true ------------------------------------------------------------
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _cat_copies() -> dict[str, tuple[bytes, tuple[int, int, int, int]]]:
+    """Edited copies of cat.jpg, each with the box of the original it shows (x0, y0, x1, y1)."""
+    with Image.open(DEMO / "cat.jpg") as im:
+        cat = im.convert("RGB")
+    w, h = cat.size
+    box = (w // 10, h // 5, w * 7 // 10, h * 4 // 5)
+    return {
+        "rot90": (_jpeg(cat.rotate(90, expand=True)), (0, 0, w, h)),
+        "crop": (_jpeg(cat.crop(box)), box),
+        "rot90+crop": (_jpeg(cat.crop(box).rotate(90, expand=True)), box),
+    }
+
+
+def verify_upload(client, data: bytes, k: int = 5, **params) -> httpx.Response:
+    return client.post("/api/search", params={"k": k, "verify": "true", **params},
+                       files={"image": ("copy.jpg", data, "image/jpeg")})
+
+
+@pytest.mark.parametrize("edit", ["rot90", "crop", "rot90+crop"])
+def test_verify_finds_an_edited_copy_and_where_it_is(client, gallery, edit):
+    data, (x0, y0, x1, y1) = _cat_copies()[edit]
+    r = verify_upload(client, data, k=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["verified"] is True and body["candidates"] == 50
+    hits = body["hits"]
+    top = hits[0]
+    assert top["id"] == gallery["ids"]["cat.jpg"], [(h["path"], h["inliers"]) for h in hits]
+    assert top["inliers"] >= local.MIN_INLIERS and top["rank"] == 1
+    # all 10 hits are among the 50 candidates, so all were verified; the unrelated ones far less well
+    assert all(isinstance(h["inliers"], int) for h in hits)
+    assert all(h["inliers"] < top["inliers"] for h in hits[1:]), [(h["path"], h["inliers"]) for h in hits]
+    # the outline of the query, in the original's pixels, covers the part of the cat the copy shows
+    region = top["region"]
+    assert len(region) == 4 and all(len(p) == 2 for p in region)
+    xs, ys = [p[0] for p in region], [p[1] for p in region]
+    tol = 0.05 * 451
+    assert abs(min(xs) - x0) < tol and abs(max(xs) - x1) < tol, region
+    assert abs(min(ys) - y0) < tol and abs(max(ys) - y1) < tol, region
+
+
+def test_without_verify_hits_carry_no_inliers(client, gallery):
+    data, _ = _cat_copies()["rot90+crop"]
+    body = upload(client, data, k=10).json()
+    assert body["verified"] is False and body["candidates"] is None
+    assert all(h["inliers"] is None and h["region"] is None for h in body["hits"])
+    # verify=false is the same as leaving it out
+    body = client.post("/api/search", params={"k": 10, "verify": "false"}, files={"image": ("q.jpg", data)}).json()
+    assert body["verified"] is False and all(h["inliers"] is None for h in body["hits"])
+
+
+def test_verify_checks_only_the_candidates(client, gallery):
+    data, _ = _cat_copies()["crop"]
+    hits = verify_upload(client, data, k=10, candidates=3).json()["hits"]
+    assert len(hits) == 10
+    assert all(h["inliers"] is not None for h in hits[:3]) and all(h["inliers"] is None for h in hits[3:])
+    assert hits[0]["id"] == gallery["ids"]["cat.jpg"] and hits[0]["inliers"] > 0
+
+
+def test_verify_by_id(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    r = client.get(f"/api/search/{cat}", params={"k": 4, "verify": "true"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["verified"] is True and body["query"]["path"] == str(gallery["photos"] / "cat.jpg")
+    top = body["hits"][0]
+    assert top["id"] == cat and top["inliers"] > 100  # itself: most keypoints match
+    assert all(h["inliers"] < top["inliers"] for h in body["hits"][1:])
+    # the outline of the whole image, in its own pixels: its corners
+    for (x, y), (ex, ey) in zip(top["region"], [(0, 0), (451, 0), (451, 300), (0, 300)]):
+        assert abs(x - ex) < 5 and abs(y - ey) < 5, top["region"]
+    # without verify: the stored vector, no inliers
+    plain = client.get(f"/api/search/{cat}", params={"k": 4}).json()
+    assert plain["verified"] is False and plain["hits"][0]["id"] == cat and plain["hits"][0]["inliers"] is None
+
+
+def test_verify_by_id_reads_only_files_it_may_read(client, gallery):
+    # verification decodes the file itself, so the rules for serving files apply
+    assert_error(client.get(f"/api/search/{gallery['ids']['zz-gone.jpg']}?verify=true"), 404, "file_missing")
+    assert_error(client.get(f"/api/search/{gallery['ids']['zz-link.jpg']}?verify=true"), 403, "outside_roots")
+    assert_error(client.get("/api/search/424242?verify=true"), 404, "not_found")
+
+
+def test_verify_by_id_of_a_file_that_no_longer_decodes(tmp_path, photos):
+    idx = tmp_path / "idx"
+    with Index.create(idx, "cnn") as ix:
+        ix.add(photos, jobs=1)
+        cat = ix.search(photos / "cat.jpg", k=1)[0].id
+    (photos / "cat.jpg").write_bytes(b"no longer a JPEG")  # changed on disk after indexing
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        err = assert_error(c.get(f"/api/search/{cat}?verify=true"), 422, "not_an_image")
+        assert f"file {cat} cannot be decoded any more" in err["message"]
+        assert c.get(f"/api/search/{cat}").json()["hits"][0]["id"] == cat  # the stored vector still searches
+
+
+def test_verify_parameters_are_checked(client, gallery):
+    cat = gallery["ids"]["cat.jpg"]
+    data = (DEMO / "cat.jpg").read_bytes()
+    for bad in ("0", "-1", "501", "x", "2.5"):
+        err = assert_error(client.get(f"/api/search/{cat}?verify=true&candidates={bad}"), 422, "invalid_request")
+        assert "candidates" in err["message"]
+        assert_error(verify_upload(client, data, candidates=bad), 422, "invalid_request")
+    assert_error(client.get(f"/api/search/{cat}?verify=perhaps"), 422, "invalid_request")
+    assert client.get(f"/api/search/{cat}?verify=true&candidates=500&k=2").status_code == 200
+
+
+def test_verify_needs_an_index_with_keypoints(tmp_path, photos):
+    idx = tmp_path / "idx"
+    with Index.create(idx, "cnn", keypoints=None) as ix:
+        ix.add(photos, jobs=1)
+        cat = next(h.id for h in ix.search(photos / "cat.jpg", k=1))
+    data = (DEMO / "cat.jpg").read_bytes()
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert c.get("/api/info").json()["manifest"]["local"] is None
+        for r in (verify_upload(c, data), c.get(f"/api/search/{cat}?verify=true")):
+            err = assert_error(r, 409, "no_keypoints")
+            assert "lookalike index --keypoints sift" in err["message"]
+        # a bad upload is still refused for what it is only once keypoints exist: the index is checked first
+        assert_error(verify_upload(c, b"not an image"), 409, "no_keypoints")
+        assert upload(c, data).json()["hits"][0]["id"] == cat  # plain search works
+        assert c.get(f"/api/search/{cat}").json()["hits"][0]["id"] == cat
 
 
 # -- bad uploads ---------------------------------------------------------------------------
 def test_upload_not_an_image(client):
     assert_error(upload(client, (ODD / "text.jpg").read_bytes()), 422, "not_an_image")
+    assert_error(verify_upload(client, (ODD / "text.jpg").read_bytes()), 422, "not_an_image")
     assert_error(upload(client, b"%PDF-1.4 not really"), 422, "not_an_image")
 
 

@@ -154,6 +154,55 @@ def test_click_a_hit_to_search_from_it(page, server, gallery):
     assert page.errors == []
 
 
+def test_copy_detection_shows_inliers_and_the_outline(page, server, gallery):
+    page.goto(server.url + "/")
+    page.wait_for_function("() => document.getElementById('index-info').textContent.includes('8 images')")
+    assert page.is_enabled("#verify") and not page.is_checked("#verify")
+    page.check("#verify")
+    page.set_input_files("#file", str(gallery["queries"] / "rocket-edit.jpg"))  # mirrored and cropped
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('copy detection')")
+    found = wait_for_results(page, "/rocket.jpg")
+    inliers = int(page.get_attribute(".hit[data-rank='1']", "data-inliers"))
+    assert inliers > 0 and f"{inliers} inliers" in found[0]["text"]
+    assert page.eval_on_selector(".hit[data-rank='1']", "e => e.classList.contains('verified')")
+    # every other card says how it verified: fewer inliers, or no geometric match at all
+    for hit in found[1:]:
+        assert "no geometric match" in hit["text"] or "inliers" in hit["text"], hit
+    # the query's outline is drawn over the first thumbnail
+    page.wait_for_selector(".hit[data-rank='1'] svg.region polygon")
+    points = [tuple(map(float, p.split(","))) for p in
+              page.get_attribute(".hit[data-rank='1'] svg.region polygon", "points").split()]
+    _, _, w, h = map(float, page.get_attribute(".hit[data-rank='1'] svg.region", "viewBox").split())
+    with Image.open(DEMO / "rocket.jpg") as im:
+        assert (w, h) == im.size  # the region is drawn in the original's pixels
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    assert len(points) == 4  # the query showed the rocket less an eighth on each side
+    assert abs(min(xs) - w / 8) < 0.05 * w and abs(max(xs) - w * 7 / 8) < 0.05 * w, points
+    assert abs(min(ys) - h / 8) < 0.05 * h and abs(max(ys) - h * 7 / 8) < 0.05 * h, points
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-verify.png"), full_page=True)
+    # unticked: the same query searched again, without inlier counts
+    page.uncheck("#verify")
+    page.wait_for_function("() => { const t = document.getElementById('status').textContent;"
+                           " return t.includes(' hits in ') && !t.includes('copy detection'); }")
+    found = wait_for_results(page, "/rocket.jpg")
+    assert all("inliers" not in h["text"] and "geometric" not in h["text"] for h in found)
+    assert page.query_selector_all("svg.region") == []
+    assert page.errors == []
+
+
+def test_copy_detection_is_off_for_an_index_without_keypoints(page, tmp_path, gallery):
+    idx = tmp_path / "idx"
+    with Index.create(idx, "cnn", keypoints=None) as ix:
+        ix.add(gallery["photos"], jobs=1)
+    with LiveServer(idx) as s:
+        page.goto(s.url + "/")
+        page.wait_for_function("() => document.getElementById('index-info').textContent.includes('8 images')")
+        assert page.is_disabled("#verify")
+        assert "--keypoints sift" in page.get_attribute("label.verify", "title")
+    assert page.errors == []
+
+
 def test_a_bad_file_gives_a_clear_message(page, server):
     page.goto(server.url + "/")
     page.set_input_files("#file", str(ODD / "text.jpg"))

@@ -54,7 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, decode
 from ..extractors.keypoints import NotTrained
 from ..backends import is_server_uri, open_index
-from ..index import Index
+from ..index import VERIFY_CANDIDATES, Index, QueryError
 from ..search import search_vectors
 
 log = logging.getLogger("lookalike.server")
@@ -63,6 +63,7 @@ STATIC = FsPath(__file__).resolve().parent / "static"
 
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  #: bytes of one uploaded image
 MAX_K = 1000  #: most hits one search returns
+MAX_CANDIDATES = 500  #: most candidates one verified search re-ranks
 MAX_ID = 2**63 - 1  #: SQLite's largest integer id
 DEFAULT_THUMB = 256
 #: Multipart framing allowed on top of ``max_upload`` before a body is refused.
@@ -133,6 +134,12 @@ class Hit(BaseModel):
     path: str = Field(description="the file's path as indexed")
     score: float = Field(description="similarity: cosine in [-1, 1], or 1 - Hamming distance / bits")
     distance: int | None = Field(None, description="Hamming distance in bits (hash extractors only)")
+    inliers: int | None = Field(
+        None, description="with verify: keypoints matched under one geometric model (0 = no geometric match); "
+        "null when this hit was not verified (no verify, or ranked below the candidates)")
+    region: list[list[float]] | None = Field(
+        None, description="with verify: the query's outline (4 [x, y] corners) projected into this hit's "
+        "pixel coordinates (its full, upright size); null without a geometric model")
 
 
 class QueryInfo(BaseModel):
@@ -149,6 +156,9 @@ class SearchResponse(BaseModel):
     k: int
     hits: list[Hit]
     took_ms: float
+    verified: bool = Field(
+        False, description="geometric verification ran (verify=true): verified hits come first, by inliers")
+    candidates: int | None = Field(None, description="with verify: how many of the best candidates were re-ranked")
 
 
 class FileInfo(BaseModel):
@@ -217,9 +227,14 @@ class DuplicatesResponse(BaseModel):
 
 FileId = Annotated[int, Path(ge=1, le=MAX_ID, description="catalog id of an indexed file (from a search hit)")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="number of hits")]
+Verify = Annotated[bool, Query(
+    description="copy detection: re-rank the best candidates by matching keypoints (geometric verification); "
+    "hits then carry inliers and region. Needs an index built with keypoints (lookalike index --keypoints sift)")]
+Candidates = Annotated[int, Query(ge=1, le=MAX_CANDIDATES, description="candidates re-ranked by verify")]
 ThumbSize = Annotated[int, Query(ge=16, le=1024, description="longest side in pixels")]
 
 _ERRORS = {"4XX": {"model": ErrorBody, "description": "error (JSON: {\"error\": {\"code\", \"message\"}})"}}
+_NO_KEYPOINTS = {409: {"model": ErrorBody, "description": "verify on an index without keypoints (no_keypoints)"}}
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 
 
@@ -270,17 +285,34 @@ class _Views:
 # -- work done on the worker threads ------------------------------------------------
 def _hits(hits) -> list[dict]:
     return [
-        {"rank": h.rank, "id": h.id, "path": h.path, "score": round(float(h.score), 6), "distance": h.distance}
+        {"rank": h.rank, "id": h.id, "path": h.path, "score": round(float(h.score), 6), "distance": h.distance,
+         "inliers": h.inliers, "region": None if h.region is None else [[x, y] for x, y in h.region]}
         for h in hits
     ]
 
 
-def _search_pixels(ix: Index, data: bytes, k: int, max_pixels: int) -> tuple[list, int, int]:
+def _need_keypoints(ix: Index) -> None:
+    if not ix.store.manifest.local:
+        raise ApiError(409, "no_keypoints", "this index stores no keypoints, so it cannot verify matches; "
+                       "rebuild it with keypoints (lookalike index --keypoints sift)")
+
+
+def _search(ix: Index, pixels: np.ndarray, k: int, verify: int) -> list[dict]:
+    """Hits for decoded query pixels; ``verify``: candidates to re-rank geometrically (0 = plain search)."""
     try:
-        decoded = decode.decode_bytes(data, min_side=ix.extractor.min_side, max_pixels=max_pixels)
+        return _hits(ix.search(pixels, k, verify=verify) if verify else ix.search(pixels, k))
+    except QueryError as e:  # the extractor failed on this image
+        raise _decode_error(decode.DecodeError(e.reason, e.detail)) from None
+
+
+def _search_pixels(ix: Index, data: bytes, k: int, max_pixels: int, verify: int = 0) -> tuple[list, int, int]:
+    if verify:
+        _need_keypoints(ix)
+    try:  # verification matches keypoints: it needs the image at full size
+        decoded = decode.decode_bytes(data, min_side=None if verify else ix.extractor.min_side, max_pixels=max_pixels)
     except decode.DecodeError as e:
         raise _decode_error(e) from None
-    return _hits(ix.search(decoded.pixels, k)), decoded.width, decoded.height
+    return _search(ix, decoded.pixels, k, verify), decoded.width, decoded.height
 
 
 def _position(ix: Index, file_id: int):
@@ -291,7 +323,15 @@ def _position(ix: Index, file_id: int):
     return live, int(pos[0])
 
 
-def _search_id(ix: Index, file_id: int, k: int) -> tuple[list, str]:
+def _search_id(ix: Index, file_id: int, k: int, max_pixels: int, verify: int = 0) -> tuple[list, str]:
+    if verify:  # the file's keypoints are matched, so it is read (as for a thumbnail: under the roots only)
+        _need_keypoints(ix)
+        path, data = _read_indexed(ix, file_id)
+        try:
+            pixels = decode.decode_bytes(data, max_pixels=max_pixels).pixels
+        except decode.DecodeError as e:
+            raise _undecodable(file_id, e) from None
+        return _search(ix, pixels, k, verify), path
     live, pos = _position(ix, file_id)
     vector = np.asarray(live.matrix[live.rows[pos]])[None]
     hits = search_vectors(live, vector, k, ix.store.manifest.metric, ix.extractor.dim)[0]
@@ -339,6 +379,21 @@ def _open_file(ix: Index, file_id: int) -> tuple[str, int, os.stat_result]:
         os.close(fd)
         raise
     return path, fd, st
+
+
+def _read_indexed(ix: Index, file_id: int) -> tuple[str, bytes]:
+    """``(path, bytes)`` of the indexed file with this id (see :func:`_open_file`)."""
+    path, fd, st = _open_file(ix, file_id)
+    try:
+        if st.st_size > decode.DEFAULT_MAX_FILE_BYTES:
+            raise ApiError(413, "too_large", f"file {file_id} is too large to decode")
+        return path, _read_fd(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _undecodable(file_id: int, e: decode.DecodeError) -> ApiError:
+    return ApiError(422, e.reason.value, f"file {file_id} cannot be decoded any more: {e}")
 
 
 def _read_fd(fd: int, size: int) -> bytes:
@@ -394,7 +449,7 @@ def _thumbnail(ix: Index, file_id: int, size: int, max_pixels: int, cache: _Thum
     try:
         pixels = decode.decode_bytes(data, min_side=size, max_pixels=max_pixels).pixels
     except decode.DecodeError as e:
-        raise ApiError(422, e.reason.value, f"file {file_id} cannot be decoded any more: {e}") from None
+        raise _undecodable(file_id, e) from None
     img = Image.fromarray(pixels)
     img.thumbnail((size, size), Image.BICUBIC)
     buf = io.BytesIO()
@@ -691,26 +746,36 @@ def create_app(
     @app.post(
         "/api/search", response_model=SearchResponse, tags=["search"],
         responses={**_ERRORS, 413: {"model": ErrorBody, "description": "upload over --max-upload, or more pixels than --max-pixels"},
+                   **_NO_KEYPOINTS,
                    422: {"model": ErrorBody, "description": "not an image, truncated, empty, or a missing 'image' field"}},
     )
     async def search_upload(
         image: UploadFile = File(..., description="the query image (any format lookalike can index)"),
         k: K = 10,
+        verify: Verify = False,
+        candidates: Candidates = VERIFY_CANDIDATES,
     ):
-        """Search with an uploaded image (multipart/form-data, field `image`)."""
+        """Search with an uploaded image (multipart/form-data, field `image`); `verify=true`: copy detection."""
         data = await image.read(max_upload + 1)
         if len(data) > max_upload:
             raise ApiError(413, "upload_too_large", f"the image is over the limit of {max_upload} bytes (lookalike serve --max-upload)")
-        (hits, width, height), took = await searched(views.call(_search_pixels, data, k, max_pixels))
+        checked = candidates if verify else 0
+        (hits, width, height), took = await searched(views.call(_search_pixels, data, k, max_pixels, checked))
         name = os.path.basename(image.filename or "") or None
         return {"query": {"kind": "upload", "filename": name, "width": width, "height": height},
-                "k": k, "hits": hits, "took_ms": took}
+                "k": k, "hits": hits, "took_ms": took, "verified": verify, "candidates": checked or None}
 
-    @app.get("/api/search/{file_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
-    async def search_id(file_id: FileId, k: K = 10):
-        """Search with an indexed file (its stored vector); it is its own first hit."""
-        (hits, path), took = await searched(views.call(_search_id, file_id, k))
-        return {"query": {"kind": "id", "id": file_id, "path": path}, "k": k, "hits": hits, "took_ms": took}
+    @app.get(
+        "/api/search/{file_id}", response_model=SearchResponse, tags=["search"],
+        responses={**_ERRORS, **_NO_KEYPOINTS},
+    )
+    async def search_id(file_id: FileId, k: K = 10, verify: Verify = False, candidates: Candidates = VERIFY_CANDIDATES):
+        """Search with an indexed file: its stored vector; with `verify=true`, its pixels (the file is read),
+        re-ranked by matching keypoints. It is its own first hit."""
+        checked = candidates if verify else 0
+        (hits, path), took = await searched(views.call(_search_id, file_id, k, max_pixels, checked))
+        return {"query": {"kind": "id", "id": file_id, "path": path}, "k": k, "hits": hits, "took_ms": took,
+                "verified": verify, "candidates": checked or None}
 
     @app.get("/api/files/{file_id}", response_model=FileInfo, responses=_ERRORS, tags=["files"])
     async def file_info(file_id: FileId):

@@ -8,7 +8,7 @@
   const $ = (id) => document.getElementById(id);
   const els = {
     drop: $("drop"), file: $("file"), queryImage: $("query-image"), dropText: $("drop-text"),
-    caption: $("query-caption"), k: $("k"), status: $("status"), results: $("results"),
+    caption: $("query-caption"), k: $("k"), verify: $("verify"), status: $("status"), results: $("results"),
     info: $("index-info"), tokenForm: $("token-form"), tokenInput: $("token-input"),
     searchView: $("search-view"), dupView: $("dup-view"), tabs: [...document.querySelectorAll(".tab")],
     dupForm: $("dup-form"), dupThreshold: $("dup-threshold"), dupFind: $("dup-find"),
@@ -101,6 +101,30 @@
 
   const basename = (p) => p.split(/[\\/]/).pop();
   const thumbUrl = (id, size = 256) => "api/files/" + id + "/thumbnail?size=" + size;
+  const searchParams = () => "?k=" + els.k.value + (els.verify.checked ? "&verify=true" : "");
+  const SVG = "http://www.w3.org/2000/svg";
+
+  // The query's outline as found in a verified hit, drawn over its thumbnail. The region is in the
+  // hit's full-size pixels: an SVG with that viewBox scales it as object-fit: contain scales the image.
+  async function drawRegion(box, hit) {
+    let file;
+    try {
+      file = await (await api("api/files/" + hit.id)).json();
+    } catch (e) {
+      return; // the outline is an extra: the card is complete without it
+    }
+    if (!file.width || !file.height) return;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "region");
+    svg.setAttribute("viewBox", "0 0 " + file.width + " " + file.height);
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    svg.setAttribute("aria-hidden", "true");
+    const outline = document.createElementNS(SVG, "polygon");
+    outline.setAttribute("points", hit.region.map(([x, y]) => x + "," + y).join(" "));
+    outline.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.append(outline);
+    box.append(svg);
+  }
 
   function showQuery(src, caption) {
     if (queryUrl) { URL.revokeObjectURL(queryUrl); queryUrl = null; }
@@ -127,7 +151,14 @@
       card.dataset.rank = hit.rank;
       card.dataset.path = hit.path;
       card.dataset.score = hit.score;
-      card.title = hit.path + "\nscore " + hit.score.toFixed(4) + "\nclick to search with this image";
+      const verified = hit.inliers != null;
+      if (verified) {
+        card.dataset.inliers = hit.inliers;
+        if (hit.inliers > 0) card.classList.add("verified");
+      }
+      const inlierText = !verified ? "" : hit.inliers > 0 ? hit.inliers + " inliers" : "no geometric match";
+      card.title = hit.path + "\nscore " + hit.score.toFixed(4) + (verified ? "\n" + inlierText : "") +
+        "\nclick to search with this image";
 
       const box = document.createElement("div");
       box.className = "thumb";
@@ -153,15 +184,24 @@
       const fill = document.createElement("span");
       fill.style.width = Math.max(0, Math.min(1, hit.score / max)) * 100 + "%";
       bar.append(fill);
-      meta.append(rank, score, name, bar);
+      meta.append(rank, score, name);
+      if (verified) {
+        const inliers = document.createElement("span");
+        inliers.className = "inliers";
+        inliers.textContent = inlierText;
+        meta.append(inliers);
+      }
+      meta.append(bar);
 
       card.append(box, meta);
       card.addEventListener("click", () => searchId(hit.id, hit.path));
       els.results.append(card);
       loadImage(img, thumbUrl(hit.id));
+      if (hit.region) drawRegion(box, hit);
     }
     const n = data.hits.length;
-    setStatus(n ? n + " hit" + (n === 1 ? "" : "s") + " in " + Math.round(data.took_ms) + " ms"
+    const how = data.verified ? " (copy detection: best " + data.candidates + " candidates verified)" : "";
+    setStatus(n ? n + " hit" + (n === 1 ? "" : "s") + " in " + Math.round(data.took_ms) + " ms" + how
                 : "The index is empty: no hits.");
   }
 
@@ -176,7 +216,7 @@
     const form = new FormData();
     form.append("image", file, file.name);
     try {
-      const res = await api("api/search?k=" + els.k.value, { method: "POST", body: form });
+      const res = await api("api/search" + searchParams(), { method: "POST", body: form });
       const data = await res.json();
       if (mine !== generation) return;
       els.caption.textContent = file.name + " \u2014 " + data.query.width + "\u00d7" + data.query.height;
@@ -195,7 +235,7 @@
     showQuery(thumbUrl(id, 512), path || "file " + id);
     setStatus("Searching\u2026");
     try {
-      const res = await api("api/search/" + encodeURIComponent(id) + "?k=" + els.k.value);
+      const res = await api("api/search/" + encodeURIComponent(id) + searchParams());
       const data = await res.json();
       if (mine !== generation) return;
       els.caption.textContent = data.query.path;
@@ -416,6 +456,12 @@
       els.info.textContent = info.files + " images \u00b7 extractor " + (ex.name || "?") +
         " \u00b7 " + info.path;
       els.info.title = "roots: " + info.roots.join(", ");
+      if (!info.manifest.local) {  // no keypoints stored: the server would refuse verify
+        els.verify.checked = false;
+        els.verify.disabled = true;
+        els.verify.parentElement.title = "This index stores no keypoints: rebuild it with keypoints " +
+          "(lookalike index --keypoints sift) for copy detection.";
+      }
     } catch (e) {
       els.info.textContent = "index info unavailable (" + e.code + ")";
       if (e.status === 401) showError(e, loadInfo);
@@ -451,6 +497,7 @@
     if (item) pick(item);
   });
   els.k.addEventListener("change", rerun);
+  els.verify.addEventListener("change", rerun);
   window.addEventListener("popstate", route);
   for (const tab of els.tabs) {
     tab.addEventListener("click", (e) => {
