@@ -166,19 +166,18 @@ def tentative_matches(query: np.ndarray, candidate: np.ndarray, ratio: float = R
     if len(query) == 0 or len(candidate) < 2:
         return np.zeros((0, 2), np.int64)
     sim = query @ candidate.T  # unit vectors: squared distance = 2 - 2 sim
-    best2 = np.argpartition(-sim, 1, axis=1)[:, :2]
-    s = np.take_along_axis(sim, best2, axis=1)
-    first = np.where(s[:, 0] >= s[:, 1], 0, 1)
-    nearest = best2[np.arange(len(query)), first]
-    d1 = np.maximum(2 - 2 * s[np.arange(len(query)), first], 0)
-    d2 = np.maximum(2 - 2 * s[np.arange(len(query)), 1 - first], 0)
-    keep = np.sqrt(d1) < ratio * np.sqrt(d2)
-    pairs = np.stack([np.flatnonzero(keep), nearest[keep]], axis=1)
+    rows = np.arange(len(query))
+    nearest = sim.argmax(axis=1)
+    s1 = sim[rows, nearest]
+    sim[rows, nearest] = -np.inf  # the second nearest is the best of the rest
+    s2 = sim.max(axis=1)
+    keep = np.sqrt(np.maximum(2 - 2 * s1, 0)) < ratio * np.sqrt(np.maximum(2 - 2 * s2, 0))
+    q, c, s = np.flatnonzero(keep), nearest[keep], s1[keep]
     # one query point per candidate point: keep the closest
-    if len(pairs):
-        order = np.argsort(-sim[pairs[:, 0], pairs[:, 1]], kind="stable")
-        _, first_seen = np.unique(pairs[order, 1], return_index=True)
-        pairs = pairs[order[np.sort(first_seen)]]
+    order = np.argsort(-s, kind="stable")
+    _, first_seen = np.unique(c[order], return_index=True)
+    chosen = order[np.sort(first_seen)]
+    pairs = np.stack([q[chosen], c[chosen]], axis=1)
     return pairs
 
 

@@ -169,3 +169,27 @@ def test_all_hits_with_verification_verifies_only_the_candidates(gallery):
     assert len(hits) == len(index)
     assert hits[0].path == str(folder / "cat.jpg") and hits[0].inliers > 0
     assert all(h.inliers is not None for h in hits[:3]) and all(h.inliers is None for h in hits[3:])
+
+
+def _ratio_test_by_loops(query: np.ndarray, candidate: np.ndarray) -> set[tuple[int, int]]:
+    """Lowe's ratio test written out point by point, then one query point per candidate point."""
+    best: dict[int, tuple[float, int]] = {}
+    for i, q in enumerate(query):
+        dist = np.linalg.norm(candidate - q, axis=1)
+        first, second = np.argsort(dist, kind="stable")[:2]
+        if dist[first] < local.RATIO * dist[second] and (first not in best or dist[first] < best[first][0]):
+            best[int(first)] = (float(dist[first]), i)
+    return {(i, c) for c, (_, i) in best.items()}
+
+
+def test_tentative_matches_agree_with_a_point_by_point_ratio_test():
+    rng = np.random.default_rng(3)
+    candidate = rng.integers(0, 256, (300, 128)).astype(np.uint8)
+    query = np.concatenate([  # 120 noisy copies of candidate points, 80 unrelated points
+        np.clip(candidate[rng.permutation(300)[:120]] + rng.integers(-6, 7, (120, 128)), 0, 255),
+        rng.integers(0, 256, (80, 128)),
+    ]).astype(np.uint8)
+    q, c = local.root_sift(query), local.root_sift(candidate)
+    pairs = local.tentative_matches(q, c)
+    assert {tuple(map(int, p)) for p in pairs} == _ratio_test_by_loops(q, c)
+    assert len(pairs) >= 100 and len(np.unique(pairs[:, 1])) == len(pairs)
