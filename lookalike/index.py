@@ -24,6 +24,9 @@ DENSE_LIMIT_BYTES = 512 * 1024 * 1024
 
 #: Candidates of the vector search that geometric verification re-ranks.
 VERIFY_CANDIDATES = 50
+#: Query regions smaller than this (pixels, shorter side) carry too little of a
+#: picture to search with: the CNN would see a blur enlarged from a few pixels.
+MIN_REGION_SIDE = 112
 
 
 class QueryError(Exception):
@@ -398,9 +401,31 @@ class Index:
                 if h.path not in best or h.score > best[h.path].score:
                     best[h.path] = h
         hits = sorted(best.values(), key=lambda h: (-h.score, h.path))[:n]
-        if verify:  # only the best candidates are verified, whatever k is
-            hits = self._verified(pixels, hits[:checked]) + hits[checked:]
+        if not verify:
+            return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
+        # only the best candidates are verified, whatever k is; regions of the
+        # query nominate a few more, kept only if they verify
+        extra = self._region_candidates(pixels, {h.path for h in hits[:checked]}, max(1, checked // 2)) if augment else []
+        nominated = {h.path for h in extra}
+        verified = [h for h in self._verified(pixels, hits[:checked] + extra) if h.inliers or h.path not in nominated]
+        kept = {h.path for h in verified}
+        hits = verified + [h for h in hits[checked:] if h.path not in kept]
         return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
+
+    def _region_candidates(self, pixels: np.ndarray, taken: set[str], n: int) -> list[SearchResult]:
+        """Up to ``n`` files, not in ``taken``, best matched by regional vectors of the query."""
+        regions = getattr(self.extractor, "embed_regions", None)
+        if regions is None:
+            return []
+        vectors = regions(pixels, MIN_REGION_SIDE)
+        if not len(vectors):
+            return []
+        best: dict[str, SearchResult] = {}
+        for hits in self.search_vectors(vectors, n + len(taken)):
+            for h in hits:
+                if h.path not in taken and (h.path not in best or h.score > best[h.path].score):
+                    best[h.path] = h
+        return sorted(best.values(), key=lambda h: (-h.score, h.path))[:n]
 
     def candidate_features(self, paths: Sequence[str]) -> list[local.Features | None]:
         """Stored keypoints of indexed files (``None`` where there are none)."""
@@ -522,18 +547,22 @@ def _query_name(q: Query, i: int) -> str:
 
 
 def query_views(pixels: np.ndarray) -> list[np.ndarray]:
-    """The query, its three quarter turns, the mirror image of each, and five regions.
+    """The query, its three quarter turns, and five regions of it.
 
     Regions (the four corners and the centre, each 60% of the width and height)
     let a picture framed inside a larger one, or a picture in a picture, meet
-    its original at a similar scale.
+    its original at a similar scale; they are made only when at least
+    :data:`MIN_REGION_SIDE` pixels on their shorter side. Mirror images are
+    not needed here: the CNN vector of a mirror image is nearly that of the
+    image (an ImageNet model learns with mirrored images), and verification
+    matches mirrored keypoints itself.
     """
     views = [pixels, *(np.rot90(pixels, t) for t in (1, 2, 3))]
-    views += [v[:, ::-1] for v in views]
     h, w = pixels.shape[:2]
     ch, cw = max(1, round(h * 0.6)), max(1, round(w * 0.6))
-    for top, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)):
-        views.append(pixels[top : top + ch, left : left + cw])
+    if min(ch, cw) >= MIN_REGION_SIDE:
+        for top, left in ((0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)):
+            views.append(pixels[top : top + ch, left : left + cw])
     return [np.ascontiguousarray(v) for v in views]
 
 

@@ -104,13 +104,30 @@ def test_augment_finds_a_quarter_turn_without_verification(gallery):
     assert hits[0].score > 0.95  # the turned view met the stored vector
 
 
-def test_query_views_cover_turns_mirrors_and_regions():
-    a = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
-    views = query_views(a)
-    assert len(views) == 13
-    assert any(v.shape == (6, 4, 3) and np.array_equal(v, np.rot90(a)) for v in views)
-    assert any(np.array_equal(v, a[:, ::-1]) for v in views)
+def test_query_views_cover_turns_and_regions_of_large_enough_queries():
+    big = np.arange(400 * 300 * 3, dtype=np.uint32).astype(np.uint8).reshape(400, 300, 3)
+    views = query_views(big)
+    assert len(views) == 9
+    assert any(v.shape == (300, 400, 3) and np.array_equal(v, np.rot90(big)) for v in views)
+    assert any(np.array_equal(v, big[:240, :180]) for v in views)  # a 60% corner region
     assert all(v.flags["C_CONTIGUOUS"] for v in views)
+    small = big[:100, :150]  # 60% regions would be 60 px high: too small to search with
+    assert [v.shape[:2] for v in query_views(small)] == [(100, 150), (150, 100), (100, 150), (150, 100)]
+
+
+def test_regional_vectors_find_a_picture_pasted_into_a_page():
+    from lookalike.extractors.cnn import CnnExtractor
+
+    cnn = CnnExtractor()
+    picture = np.asarray(Image.open(DEMO / "cat.jpg").convert("RGB").resize((200, 150)))
+    page = np.full((600, 800, 3), 235, np.uint8)
+    page[330:480, 520:720] = picture  # lower right, a quarter of the page's width
+    regions = cnn.embed_regions(page, 112)
+    alone = cnn.embed_prepared([cnn.prepare(picture)])[0]
+    whole = cnn.embed_prepared([cnn.prepare(page)])[0]
+    assert len(regions) > 10
+    assert float((regions @ alone).max()) > float(whole @ alone) + 0.1
+    assert len(cnn.embed_regions(page[:150, :200], 112)) == 0  # too small for any region
 
 
 def test_verify_needs_stored_keypoints(tmp_path):
@@ -193,3 +210,19 @@ def test_tentative_matches_agree_with_a_point_by_point_ratio_test():
     pairs = local.tentative_matches(q, c)
     assert {tuple(map(int, p)) for p in pairs} == _ratio_test_by_loops(q, c)
     assert len(pairs) >= 100 and len(np.unique(pairs[:, 1])) == len(pairs)
+
+
+def test_regions_nominate_a_pasted_picture_for_verification(gallery):
+    index, folder, _ = gallery
+    page = _rgb(folder / "brick.jpg").resize((900, 700))
+    cat = _rgb(folder / "cat.jpg")
+    page.paste(cat.resize((225, 225 * cat.height // cat.width)), (560, 380))  # a quarter of the width
+    query = np.asarray(page)
+    by_vector = index.search(query, k=2, augment=True)
+    assert by_vector[0].path == str(folder / "brick.jpg")  # the page itself is the best vector match
+    hits = index.search(query, k=None, verify=1)  # one vector candidate; regions nominate one more
+    assert [h.path for h in hits[:2]] == [str(folder / "brick.jpg"), str(folder / "cat.jpg")]
+    assert hits[1].inliers >= local.MIN_INLIERS
+    # nominated files that do not verify are not inserted: everything after the two verified is unchecked
+    assert all(h.inliers is None for h in hits[2:])
+    assert sorted(h.path for h in hits) == sorted(str(p) for p in folder.glob("*.jpg"))

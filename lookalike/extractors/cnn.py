@@ -90,6 +90,12 @@ def resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return cover_crop(image, size, size)
 
 
+def _starts(cells: int, window: int) -> list[int]:
+    """Start positions of windows covering ``cells`` with about half a window of overlap."""
+    steps = max(1, round((cells - window) / (window / 2)))
+    return sorted({round(i * (cells - window) / steps) for i in range(steps + 1)})
+
+
 class CnnExtractor(Extractor):
     """EfficientNet-Lite0 global-average-pooled features, 1280-d, L2-normalised, cosine."""
 
@@ -192,6 +198,35 @@ class CnnExtractor(Extractor):
             chunk = np.stack(prepared[start : start + self.batch_size])
             out[start : start + len(chunk)] = self.feature_maps(chunk).mean(axis=(2, 3))
         return l2_normalise(out)
+
+    def embed_regions(self, image: np.ndarray, min_side: int) -> np.ndarray:
+        """Vectors of square regions of an RGB image, pooled from one feature map.
+
+        The whole image (not cropped) is run once at twice the input size on its
+        shorter side; windows of 40% and 60% of that side, overlapping by half,
+        are average-pooled like the global vector (R-MAC-style regions). A
+        picture pasted into a larger one then meets its original at a similar
+        scale. Windows under ``min_side`` pixels of the image are left out.
+        """
+        h, w = image.shape[:2]
+        scale = min(2 * self.input_size / min(h, w), 4 * self.input_size / max(h, w))
+        size = (max(32, round(w * scale / 32) * 32), max(32, round(h * scale / 32) * 32))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        fmap = self.feature_maps(cv2.resize(image, size, interpolation=interpolation)[None])[0]
+        cells_h, cells_w = fmap.shape[1:]
+        pixels_per_cell = min(h, w) / min(cells_h, cells_w)
+        pooled = []
+        for fraction in (0.4, 0.6):
+            k = max(1, round(min(cells_h, cells_w) * fraction))
+            if k * pixels_per_cell < min_side:
+                continue
+            for y in _starts(cells_h, k):
+                for x in _starts(cells_w, k):
+                    pooled.append(fmap[:, y : y + k, x : x + k].mean(axis=(1, 2)))
+        if not pooled:
+            return np.zeros((0, self.dim), np.float32)
+        vectors = l2_normalise(np.array(pooled, np.float32))
+        return apply_whitening(vectors, self.pca_mean, self.pca_components) if self.pca else vectors
 
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         if len(prepared) == 0:
