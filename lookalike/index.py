@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -392,7 +393,9 @@ class Index:
             )
         pixels, name = self._pixels(query)
         views = query_views(pixels) if augment else [pixels]
-        vectors = self.extractor.embed_prepared([self._prepare_pixels(v, name) for v in views])
+        with ThreadPoolExecutor(1) as pool:  # the query's keypoints are measured while the CNN runs
+            keypoints = pool.submit(local.detect, pixels, self.store.manifest.local) if verify else None
+            vectors = self.extractor.embed_prepared([self._prepare_pixels(v, name) for v in views])
         checked = (VERIFY_CANDIDATES if verify is True else int(verify)) if verify else 0
         n = None if k is None else max(k, checked)
         best: dict[str, SearchResult] = {}
@@ -407,7 +410,8 @@ class Index:
         # query nominate a few more, kept only if they verify
         extra = self._region_candidates(pixels, {h.path for h in hits[:checked]}, max(1, checked // 2)) if augment else []
         nominated = {h.path for h in extra}
-        verified = [h for h in self._verified(pixels, hits[:checked] + extra) if h.inliers or h.path not in nominated]
+        verified = self._verified(pixels, hits[:checked] + extra, keypoints.result())
+        verified = [h for h in verified if h.inliers or h.path not in nominated]
         kept = {h.path for h in verified}
         hits = verified + [h for h in hits[checked:] if h.path not in kept]
         return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
@@ -437,8 +441,11 @@ class Index:
             out.append(local.Features.from_blobs(blob[2], blob[3], blob[0], blob[1]) if blob else None)
         return out
 
-    def _verified(self, pixels: np.ndarray, hits: list[SearchResult]) -> list[SearchResult]:
-        matches = local.verify_query(pixels, self.candidate_features([h.path for h in hits]), self.store.manifest.local)
+    def _verified(
+        self, pixels: np.ndarray, hits: list[SearchResult], keypoints: local.Features | None = None
+    ) -> list[SearchResult]:
+        features = self.candidate_features([h.path for h in hits])
+        matches = local.verify_query(pixels, features, self.store.manifest.local, keypoints)
         h, w = pixels.shape[:2]
         out = []
         for hit, m in zip(hits, matches):

@@ -7,9 +7,10 @@ each candidate's stored ones (nearest neighbour with Lowe's ratio test on
 RootSIFT), and a homography is fitted with MAGSAC. The number of inliers says
 how surely the query shows (part of) the candidate; the homography says where.
 
-Mirrors: when no candidate verifies, the query's keypoints are measured again
-on its mirror image (positions mapped back), so a mirrored copy matches too;
-a homography that mirrors has a negative determinant, which is allowed.
+Mirrors: when no candidate verifies, the query's keypoints are mirrored
+(positions flipped, descriptors permuted as the mirror image would give them)
+and matched again, so a mirrored copy matches too; a homography that mirrors
+has a negative determinant, which is allowed.
 """
 
 from __future__ import annotations
@@ -124,12 +125,29 @@ def detect(pixels: np.ndarray, spec: dict[str, Any], size: tuple[int, int] | Non
     return Features(xy, d, w, h)
 
 
-def detect_mirrored(pixels: np.ndarray, spec: dict[str, Any]) -> Features:
-    """Keypoints of the mirror image of ``pixels`` (positions in the mirror image).
+#: A SIFT descriptor is 4 x 4 cells of 8 orientation bins, rows along the
+#: keypoint's orientation. Mirroring the image mirrors the keypoint's frame: the
+#: cell rows come in reverse order and each orientation bin b becomes -b (mod 8).
+_MIRROR_ORDER = (
+    np.arange(128).reshape(4, 4, 8)[::-1][:, :, (-np.arange(8)) % 8].ravel()
+)
 
-    SIFT descriptors are not mirror-invariant; matching these finds mirrored
-    copies. Pass ``mirrored=True`` to :func:`verify` to get a model for ``pixels``.
+
+def mirrored(features: Features) -> Features:
+    """The keypoints the mirror image would give, without measuring it again.
+
+    Positions are mirrored (``x -> width - x``) and descriptors permuted (see
+    :data:`_MIRROR_ORDER`); SIFT descriptors are not mirror-invariant, so
+    matching these finds mirrored copies. Pass ``mirrored=True`` to
+    :func:`verify` to get a model for the unmirrored query.
     """
+    xy = features.xy.copy()
+    xy[:, 0] = features.width - xy[:, 0]
+    return Features(xy, np.ascontiguousarray(features.descriptors[:, _MIRROR_ORDER]), features.width, features.height)
+
+
+def detect_mirrored(pixels: np.ndarray, spec: dict[str, Any]) -> Features:
+    """Keypoints measured on the mirror image of ``pixels`` (positions in the mirror image)."""
     return detect(np.ascontiguousarray(pixels[:, ::-1]), spec)
 
 
@@ -234,17 +252,20 @@ def verify(query: Features, candidate: Features, query_rs: np.ndarray | None = N
     return Match(n, len(pairs), h, qp, dst.reshape(-1, 2)[inl])
 
 
-def verify_query(pixels: np.ndarray, candidates: list["Features | None"], spec: dict[str, Any]) -> list[Match]:
+def verify_query(
+    pixels: np.ndarray, candidates: list["Features | None"], spec: dict[str, Any], plain: Features | None = None
+) -> list[Match]:
     """Verify a query image against each candidate's stored features (``None``: no features).
 
-    The mirror image is tried only when the plain one verifies no candidate
-    strongly, which keeps the common case at one detection.
+    ``plain``: the query's features, when already measured. The mirror image
+    is tried only when the plain one verifies no candidate strongly, which
+    keeps the common case at one detection.
     """
-    plain = detect(pixels, spec)
+    plain = detect(pixels, spec) if plain is None else plain
     found = _verify_all(plain, candidates)
     if max((m.inliers for m in found), default=0) < 2 * MIN_INLIERS:
-        mirrored = _verify_all(detect_mirrored(pixels, spec), candidates, mirrored=True)
-        found = [m if m.inliers >= n.inliers else n for m, n in zip(found, mirrored)]
+        flipped = _verify_all(mirrored(plain), candidates, mirrored=True)
+        found = [m if m.inliers >= n.inliers else n for m, n in zip(found, flipped)]
     return found
 
 

@@ -226,3 +226,17 @@ def test_regions_nominate_a_pasted_picture_for_verification(gallery):
     # nominated files that do not verify are not inserted: everything after the two verified is unchecked
     assert all(h.inliers is None for h in hits[2:])
     assert sorted(h.path for h in hits) == sorted(str(p) for p in folder.glob("*.jpg"))
+
+
+def test_mirrored_keypoints_are_those_the_mirror_image_gives():
+    pixels = np.asarray(_rgb(DEMO / "cat.jpg"))
+    spec = local.settings("sift")
+    plain, measured = local.detect(pixels, spec), local.detect_mirrored(pixels, spec)
+    flipped = local.mirrored(plain)
+    pairs = local.tentative_matches(local.root_sift(flipped.descriptors), local.root_sift(measured.descriptors))
+    close = np.linalg.norm(flipped.xy[pairs[:, 0]] - measured.xy[pairs[:, 1]], axis=1) < 2
+    assert len(pairs) > 0.5 * len(plain) and close.mean() > 0.9
+    # unmirrored descriptors do not match the mirror image's: the permutation is what does it
+    unflipped = local.tentative_matches(local.root_sift(plain.descriptors), local.root_sift(measured.descriptors))
+    assert len(unflipped) < 0.5 * len(pairs)
+    assert np.array_equal(local.mirrored(flipped).descriptors, plain.descriptors)
