@@ -37,6 +37,18 @@ def bench_dir() -> Path:
     return BENCH
 
 
+def edit_photos(photos: Path) -> None:
+    """One of each change an incremental run must see: 2 renames (one into a subfolder),
+    1 deletion, 1 changed file, 1 new file and 1 byte-identical copy of a file."""
+    os.rename(photos / "cat.jpg", photos / "kitty.jpg")
+    (photos / "sub").mkdir()
+    os.rename(photos / "coffee.jpg", photos / "sub" / "coffee.jpg")
+    os.remove(photos / "brick.jpg")
+    Image.open(DEMO / "hubble.jpg").rotate(90).save(photos / "camera.jpg")
+    shutil.copy(ODD / "ok_rgb.png", photos / "new.png")
+    shutil.copy(DEMO / "retina.jpg", photos / "retina-copy.jpg")
+
+
 def make_pattern_images(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[Path]:
     """``n`` distinct small JPEGs with random blocky patterns."""
     folder.mkdir(parents=True, exist_ok=True)

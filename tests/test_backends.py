@@ -18,7 +18,7 @@ from PIL import Image
 from lookalike import ExtractorMismatch, Index, NotAnIndex, QueryError, open_index
 from lookalike.backends import parse_shard, path_id, shard_filter
 
-from .conftest import DEMO, ODD, make_pattern_images
+from .conftest import DEMO, ODD, edit_photos, make_pattern_images
 
 _MILVUS_PROBLEM: list[str] = []  # why Milvus Lite cannot run here, found once per session
 
@@ -118,13 +118,7 @@ def test_copies_tie_and_are_ordered_by_path(backend, tmp_path):
 def test_incremental_changes(backend, tmp_path, photos):
     ix = backend("phash")
     ix.add(photos, jobs=1)
-    os.rename(photos / "cat.jpg", photos / "kitty.jpg")
-    (photos / "sub").mkdir()
-    os.rename(photos / "coffee.jpg", photos / "sub" / "coffee.jpg")
-    os.remove(photos / "brick.jpg")
-    Image.open(DEMO / "hubble.jpg").rotate(90).save(photos / "camera.jpg")
-    shutil.copy(ODD / "ok_rgb.png", photos / "new.png")
-    shutil.copy(DEMO / "retina.jpg", photos / "retina-copy.jpg")
+    edit_photos(photos)
     r = ix.add(photos, jobs=1)
     assert (r.renamed, r.removed, r.updated, r.added, r.reused) == (2, 1, 1, 1, 1)
     found = {h.path for h in ix.search(DEMO / "cat.jpg", k=None)}

@@ -8,7 +8,7 @@ from PIL import Image
 from lookalike import ExtractorMismatch, Index, NotAnIndex, QueryError, SkipReason
 from lookalike.store import IndexLocked
 
-from .conftest import DEMO, ODD, make_pattern_images
+from .conftest import DEMO, ODD, edit_photos, make_pattern_images
 
 
 @pytest.fixture
@@ -103,14 +103,7 @@ def test_incremental_changes(tmp_path, photos):
     with Index.create(tmp_path / "idx", extractor="phash") as ix:
         ix.add(photos, jobs=1)
         before = {r.path: r for r in ix.store.catalog.records()}
-        # rename, move into a subfolder, delete, change, add
-        os.rename(photos / "cat.jpg", photos / "kitty.jpg")
-        (photos / "sub").mkdir()
-        os.rename(photos / "coffee.jpg", photos / "sub" / "coffee.jpg")
-        os.remove(photos / "brick.jpg")
-        Image.open(DEMO / "hubble.jpg").rotate(90).save(photos / "camera.jpg")
-        shutil.copy(ODD / "ok_rgb.png", photos / "new.png")
-        shutil.copy(DEMO / "retina.jpg", photos / "retina-copy.jpg")
+        edit_photos(photos)
         r = ix.add(photos, jobs=1)
         after = {rec.path: rec for rec in ix.store.catalog.records()}
     assert (r.renamed, r.removed, r.updated, r.added, r.reused) == (2, 1, 1, 1, 1)
