@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, SkipReason  # noqa: E402
 from .extractors import Extractor, UnknownExtractor  # noqa: E402
 from .duplicates import DuplicateGroup, Member  # noqa: E402
-from .index import Index, IndexInfo, QueryError, QueryResult  # noqa: E402
+from .index import Index, IndexInfo, NoKeypoints, QueryError, QueryResult  # noqa: E402
 from .indexer import IndexInterrupted, IndexReport  # noqa: E402
 from .search import SearchResult  # noqa: E402
 from .store import ExtractorMismatch, IndexStoreError, IndexLocked, NotAnIndex  # noqa: E402
@@ -33,6 +33,7 @@ __all__ = [
     "IndexReport",
     "Member",
     "NotAnIndex",
+    "NoKeypoints",
     "QueryError",
     "QueryResult",
     "SearchResult",

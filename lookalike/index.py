@@ -40,6 +40,10 @@ class QueryError(Exception):
         self.detail = error.detail
 
 
+class NoKeypoints(ValueError):
+    """Verification asked of an index built without keypoints."""
+
+
 @dataclass(frozen=True)
 class QueryResult:
     """Hits for one query of a batch; ``error`` set (and ``hits`` empty) if it failed."""
@@ -386,11 +390,8 @@ class Index:
             raise QueryError(display_path(path), e) from None
 
     def _search_robust(self, query: Query, k: int | None, verify: bool | int, augment: bool) -> list[SearchResult]:
-        if verify and not self.store.manifest.local:
-            raise ValueError(
-                "this index stores no keypoints, so it cannot verify matches; "
-                "build it with keypoints (lookalike index --keypoints sift)"
-            )
+        if verify:
+            self.require_keypoints()
         pixels, name = self._pixels(query)
         views = query_views(pixels) if augment else [pixels]
         with ThreadPoolExecutor(1) as pool:  # the query's keypoints are measured while the CNN runs
@@ -431,6 +432,14 @@ class Index:
                     best[h.path] = h
         return sorted(best.values(), key=lambda h: (-h.score, h.path))[:n]
 
+    def require_keypoints(self) -> None:
+        """Raise :class:`NoKeypoints` unless this index stores keypoints (``verify`` needs them)."""
+        if not self.store.manifest.local:
+            raise NoKeypoints(
+                "this index stores no keypoints, so it cannot verify matches; "
+                "build it with keypoints (lookalike index --keypoints sift)"
+            )
+
     def candidate_features(self, paths: Sequence[str]) -> list[local.Features | None]:
         """Stored keypoints of indexed files (``None`` where there are none)."""
         recs = [self.store.catalog.get(p) for p in paths]
@@ -456,8 +465,7 @@ class Index:
 
     def verify_pair(self, query: Query, path: str) -> tuple[np.ndarray, local.Match]:
         """Verification of ``query`` against one indexed file: ``(query pixels, match)``."""
-        if not self.store.manifest.local:
-            raise ValueError("this index stores no keypoints (lookalike index --keypoints sift)")
+        self.require_keypoints()
         pixels, _ = self._pixels(query)
         return pixels, local.verify_query(pixels, self.candidate_features([path]), self.store.manifest.local)[0]
 

@@ -54,7 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, decode
 from ..extractors.keypoints import NotTrained
 from ..backends import is_server_uri, open_index
-from ..index import VERIFY_CANDIDATES, Index, QueryError
+from ..index import VERIFY_CANDIDATES, Index, NoKeypoints, QueryError
 from ..search import search_vectors
 
 log = logging.getLogger("lookalike.server")
@@ -292,9 +292,10 @@ def _hits(hits) -> list[dict]:
 
 
 def _need_keypoints(ix: Index) -> None:
-    if not ix.store.manifest.local:
-        raise ApiError(409, "no_keypoints", "this index stores no keypoints, so it cannot verify matches; "
-                       "rebuild it with keypoints (lookalike index --keypoints sift)")
+    try:
+        ix.require_keypoints()
+    except NoKeypoints as e:
+        raise ApiError(409, "no_keypoints", str(e)) from None
 
 
 def _search(ix: Index, pixels: np.ndarray, k: int, verify: int) -> list[dict]:
