@@ -11,20 +11,47 @@ Kinds: ``exact`` (no structure: NumPy brute force, the reference),
 ``hnsw`` (graph; float vectors stored as float16 inside it),
 ``ivfpq`` (inverted lists + product quantisation, then exact re-scoring of the
 candidates from the memory-mapped vectors). ``auto`` picks by collection size.
+
+``ann.json``, written with ``ann.faiss``, records what the structure was built
+from: its kind, metric and width, ``ntotal``, the index's identity (a random id
+in the catalog), a digest of a sample of the vector rows it covers (64 rows,
+whatever the collection's size) and a digest of a sample of the file itself.
+A structure whose record is missing or does not match (copied from another
+index, damaged, truncated, of another kind) is not used: it is rebuilt.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import math
 import os
+import stat
 
 import numpy as np
 
-KINDS = ("auto", "exact", "hnsw", "ivfpq")
+from .store.manifest import (
+    ANN_KINDS as KINDS,
+    ANN_NAME as FILE_NAME,
+    IndexStoreError,
+    read_small_file,
+    remove_quietly,
+    write_new,
+)
+
 #: ``auto`` uses exact search below this many vectors, HNSW up to IVF_FROM, IVF-PQ beyond.
 HNSW_FROM = 50_000
 IVF_FROM = 5_000_000
-FILE_NAME = "ann.faiss"
+RECORD_NAME = "ann.json"
+RECORD_FORMAT = 1
+#: Vector rows, and 4 KiB blocks of ann.faiss, that the record's digests cover.
+SAMPLES = 64
+_BLOCK = 4096
+
+
+class AnnRejected(Exception):
+    """``ann.faiss`` does not fit this index; the message says why (it is then rebuilt)."""
 
 
 def _faiss():
@@ -101,25 +128,68 @@ class AnnIndex:
             self.index.add(np.ascontiguousarray(matrix[start : start + chunk], dtype=dtype))
 
     # -- persistence ------------------------------------------------------------------
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, matrix: np.ndarray, identity: str | None) -> None:
+        """Write ``ann.faiss`` and its record ``ann.json``, each complete before either replaces its file.
+
+        ``matrix``: the stored vector rows (at least :attr:`ntotal`); ``identity``:
+        the catalog's :meth:`~lookalike.store.catalog.Catalog.identity`. On a
+        failure (a full disk) nothing is left behind and :class:`IndexStoreError` says so.
+        """
         faiss = _faiss()
-        tmp = os.path.join(directory, FILE_NAME + ".tmp")
-        if self.metric == "hamming":
-            faiss.write_index_binary(self.index, tmp)
-        else:
-            faiss.write_index(self.index, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, FILE_NAME))
+        write = faiss.write_index_binary if self.metric == "hamming" else faiss.write_index
+        path, record_path = os.path.join(directory, FILE_NAME), os.path.join(directory, RECORD_NAME)
+        tmp, record_tmp = path + ".tmp", record_path + ".tmp"
+        try:
+            write_new(tmp, lambda f: write(self.index, faiss.PyCallbackIOWriter(f.write)))
+            with open(tmp, "rb") as f:
+                digest = file_digest(f)
+            record = {
+                "format": RECORD_FORMAT, "kind": self.kind, "metric": self.metric, "width": int(matrix.shape[1]),
+                "ntotal": self.ntotal, "index_id": identity, "rows": rows_digest(matrix, self.ntotal), "file": digest,
+            }
+            text = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+            write_new(record_tmp, lambda f: f.write(text))
+            os.replace(tmp, path)  # the two renames follow each other: readers retry once in between
+            os.replace(record_tmp, record_path)
+        except (OSError, RuntimeError) as e:
+            remove_quietly(tmp)
+            remove_quietly(record_tmp)
+            full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1]
+            raise IndexStoreError(
+                f"could not save the search structure {FILE_NAME}: {reason}; the indexed files are committed; "
+                + ("free space and " if full else "") + "run `lookalike index` again"
+            ) from None
 
     @classmethod
-    def load(cls, directory: str, kind: str, metric: str) -> "AnnIndex | None":
+    def load(
+        cls, directory: str, kind: str, metric: str, matrix: np.ndarray, identity: str | None
+    ) -> "AnnIndex | None":
+        """``ann.faiss`` if it was built, as ``kind``, from the first rows of ``matrix`` (the stored
+        vectors) of the index ``identity``; ``None`` when there is none.
+
+        Raises :class:`AnnRejected` (saying why) for one that does not fit or cannot be read.
+        """
         path = os.path.join(directory, FILE_NAME)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             return None
-        faiss = _faiss()
-        index = faiss.read_index_binary(path) if metric == "hamming" else faiss.read_index(path)
+        f, record = _open_checked(directory, metric, matrix, identity)
+        with f:
+            if record["kind"] != kind:
+                raise AnnRejected(f"{path} is an {record['kind']} structure; the index uses {kind} now")
+            faiss = _faiss()
+            read = faiss.read_index_binary if metric == "hamming" else faiss.read_index
+            try:
+                index = read(faiss.PyCallbackIOReader(f.read))
+            except (RuntimeError, MemoryError, OSError) as e:
+                raise AnnRejected(f"{path} cannot be read ({_first_line(e)})") from None
+        width = matrix.shape[1]
+        expected = width * 8 if metric == "hamming" else width
+        if (index.ntotal != record["ntotal"] or index.d != expected or kind_of(index) != kind
+                or metric != "hamming" and index.metric_type != faiss.METRIC_INNER_PRODUCT):
+            raise AnnRejected(f"{path} does not hold what its record {RECORD_NAME} says")
         return cls(index, kind, metric)
+
 
     # -- search -------------------------------------------------------------------------
     def search(
@@ -154,6 +224,114 @@ class AnnIndex:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             scores, rows = self.index.search(q, k, params=params)
         return scores, rows
+
+
+def problem(directory: str, metric: str, matrix: np.ndarray, identity: str | None) -> str | None:
+    """Why ``ann.faiss`` in ``directory`` does not fit the index (``None``: it fits, or there is none).
+
+    Cheap: reads the record and samples of the file and of ``matrix``, never all of either.
+    """
+    if not os.path.lexists(os.path.join(directory, FILE_NAME)):
+        return None
+    try:
+        f, _ = _open_checked(directory, metric, matrix, identity)
+    except AnnRejected as e:
+        return str(e)
+    f.close()
+    return None
+
+
+def remove(directory: str) -> None:
+    """Delete ``ann.faiss`` and its record (it is built again when needed)."""
+    for name in (FILE_NAME, RECORD_NAME):
+        remove_quietly(os.path.join(directory, name))
+
+
+def rows_digest(matrix: np.ndarray, n: int) -> str:
+    """Digest of rows ``0``, ``n - 1`` and evenly spaced ones between (:data:`SAMPLES` in all) of ``matrix``."""
+    h = hashlib.sha256(f"{n} {matrix.shape[1]} {matrix.dtype.str}".encode())
+    if n:
+        rows = np.unique(np.linspace(0, n - 1, min(n, SAMPLES)).round().astype(np.int64))
+        h.update(rows.tobytes())
+        h.update(np.ascontiguousarray(matrix[rows]).tobytes())
+    return h.hexdigest()
+
+
+def file_digest(f) -> dict:
+    """Size and digest of :data:`SAMPLES` evenly spaced 4 KiB blocks of an open file (all of a small one)."""
+    fd = f.fileno()
+    size = os.fstat(fd).st_size
+    h = hashlib.sha256(str(size).encode())
+    if size <= SAMPLES * _BLOCK:
+        h.update(os.pread(fd, size, 0))
+    else:
+        for offset in np.linspace(0, size - _BLOCK, SAMPLES).astype(np.int64):
+            h.update(os.pread(fd, _BLOCK, int(offset)))
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _open_checked(directory: str, metric: str, matrix: np.ndarray, identity: str | None):
+    """``(open ann.faiss, its record)`` when the record matches the file and the index, else
+    :class:`AnnRejected`. Tried twice: a writer renames the file and then its record."""
+    path = os.path.join(directory, FILE_NAME)
+    why = ""
+    for _ in range(2):
+        record, why = _read_record(directory)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            raise AnnRejected(f"{path} cannot be opened ({e.strerror or e})") from None
+        f = os.fdopen(fd, "rb")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            raise AnnRejected(f"{path} is not a regular file")
+        if record is not None:
+            why = _mismatch(record, f, metric, matrix, identity)
+            if why is None:
+                return f, record
+        f.close()
+    raise AnnRejected(f"{path} {why}")
+
+
+def _read_record(directory: str) -> tuple[dict | None, str]:
+    path = os.path.join(directory, RECORD_NAME)
+    if not os.path.lexists(path):
+        return None, f"has no record of the vectors it was built from ({RECORD_NAME})"
+    try:
+        record = json.loads(read_small_file(path, 64 * 1024))
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"has an unreadable record {RECORD_NAME} ({_first_line(e)})"
+    keys = {"format": int, "kind": str, "metric": str, "width": int, "ntotal": int, "rows": str, "file": dict}
+    if not isinstance(record, dict) or any(not isinstance(record.get(k), t) for k, t in keys.items()) \
+            or record["format"] != RECORD_FORMAT or record["kind"] not in KINDS:
+        return None, f"has a damaged record {RECORD_NAME}"
+    return record, ""
+
+
+def _mismatch(record: dict, f, metric: str, matrix: np.ndarray, identity: str | None) -> str | None:
+    n, width = matrix.shape
+    if record["file"] != file_digest(f):
+        return f"does not match its record {RECORD_NAME}: it changed or was damaged after it was saved"
+    if record.get("index_id") != identity:
+        return "was built for another index"
+    if record["metric"] != metric or record["width"] != width:
+        return f"was built for {record['width']}-wide {record['metric']} vectors, not {width}-wide {metric} ones"
+    if not 0 <= record["ntotal"] <= n:
+        return f"covers {record['ntotal']} vector rows; the index has {n}"
+    if record["rows"] != rows_digest(matrix, record["ntotal"]):
+        return "was built from other vectors than this index holds"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(e).__name__
+
+
+def kind_of(index) -> str:
+    """``hnsw``, ``ivfpq`` or ``exact`` for a FAISS index object."""
+    name = type(index).__name__
+    return "hnsw" if "HNSW" in name else "ivfpq" if "IVF" in name else "exact"
 
 
 def _keep_live(scores: np.ndarray, rows: np.ndarray, bitmap: np.ndarray, k: int):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 
 import click
@@ -19,6 +19,21 @@ from .index import Index, QueryError
 from .indexer import IndexInterrupted, IndexReport
 from .sources import walk
 from .store import IndexStoreError
+
+
+class _NoteHandler(logging.Handler):
+    """Notes of the ``lookalike`` logger (e.g. a search structure rebuilt) as ``note: ...`` on stderr;
+    warnings of its children (``lookalike.server``) as Python would print them without a handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"note: {record.getMessage()}" if record.name == "lookalike" else self.format(record)
+        click.echo(text, err=True)  # the current stderr (CliRunner swaps it)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("lookalike")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler(logging.WARNING))
 
 
 @contextmanager
@@ -105,6 +120,7 @@ def _open_index(index_dir, backend: dict, extractor=None, *, create: bool = Fals
 @click.version_option(__version__, prog_name="lookalike")
 def main() -> None:
     """Find images that look alike: index folders, then search by example."""
+    _show_notes()
 
 
 @main.command()
@@ -305,13 +321,13 @@ def neighbours(index_dir, k, exact, as_json, **backend):
 @click.option("--symlink", is_flag=True, help="Replace non-keepers by symlinks to their keeper (originals kept in a trash folder).")
 @click.option("--delete", is_flag=True, help="Delete non-keepers for good (cannot be undone).")
 @click.option("--trash", type=click.Path(), default=None, help="Where --symlink keeps the originals (default: INDEX/trash).")
-@click.option("--undo-log", type=click.Path(), default=None, help="Undo log path (default: INDEX/undo-<time>.json).")
+@click.option("--undo-log", type=click.Path(), default=None, help="Undo log path, a new file (default: INDEX/undo/undo-<time>-<pid>-<random>.jsonl).")
 @click.option("--yes", is_flag=True, help="Really act (without it, actions are a dry run).")
 @backend_options
 def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to, symlink, delete, trash,
                undo_log, yes, **backend):
     """Groups of near-duplicate images, each with a suggested keeper; optional safe actions."""
-    from . import duplicates as dup
+    from . import actions as act, duplicates as dup
 
     ops = [o for o, on in (("move", move_to), ("symlink", symlink), ("delete", delete)) if on]
     if len(ops) > 1:
@@ -345,7 +361,7 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
             return
         op = ops[0]
         dest = move_to if op == "move" else (trash or os.path.join(ix.path, "trash")) if op == "symlink" else None
-        actions = dup.plan_actions(ix, groups, op, dest)
+        actions = act.plan_actions(ix, groups, op, dest)
         todo = [a for a in actions if not a.skip]
         for a in actions:
             if a.skip:
@@ -359,37 +375,55 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
             click.echo(f"dry run: {len(todo)} files would be acted on, nothing changed. Add --yes to do it.{note}",
                        err=True)
             return
-        log_path = undo_log or os.path.join(ix.path, time.strftime("undo-%Y%m%d-%H%M%S.json"))
-        log = dup.apply_actions(todo, log_path)
-        failed = [e for e in log["actions"] if e.get("error")]
+        try:
+            log_path, entries = act.apply_actions(ix, actions, undo_log)
+        except act.ActionsInterrupted as e:
+            raise click.ClickException(f"interrupted after {e.done} actions; every change is in the undo log "
+                                       f"{e.log_path}") from None
+        failed = [e for e in entries if e.get("error")]
         for e in failed:
-            click.echo(f"failed {e['path']}: {e['error']}", err=True)
-        click.echo(f"{op}: {len(log['actions']) - len(failed)} done, {len(failed)} failed, "
-                   f"{len(actions) - len(todo)} skipped; undo log: {log_path}"
+            click.echo(f"not done {e['path']}: {e['error']}", err=True)
+        click.echo(f"{op}: {len(entries) - len(failed)} done, {len(failed)} not done, "
+                   f"{len(actions) - len(todo)} skipped; undo log: {log_path or '-'}"
                    + (" (deletions cannot be undone)" if op == "delete" else ""), err=True)
-        click.echo("The index still lists the changed files: run `lookalike index` again to update it.", err=True)
+        if entries:
+            click.echo("The index still lists the changed files: run `lookalike index` again to update it.", err=True)
+        if failed:
+            sys.exit(1)
 
 
 @main.command()
 @click.argument("log", type=click.Path(exists=True, dir_okay=False))
 def undo(log):
-    """Reverse the actions recorded in an undo LOG written by `lookalike duplicates --yes`."""
-    from .duplicates import undo as undo_log
+    """Reverse the actions recorded in an undo LOG written by `lookalike duplicates --yes`
+    (repeatable: files already back are left alone)."""
+    from .actions import undo as undo_log
 
     with _errors():
-        messages = undo_log(log)
-    for m in messages:
-        click.echo(m)
-    if any(not m.startswith("restored") for m in messages):
+        outcomes = undo_log(log)
+    for o in outcomes:
+        click.echo(o.message, err=not o.ok)
+    if any(not o.ok for o in outcomes):
         sys.exit(1)
 
 
 @main.command()
 @click.argument("index_dir", type=click.Path(), required=False)
+@click.option("--repair", is_flag=True,
+              help="Fix what the check finds where possible (files it forgets are indexed again by the next "
+                   "`lookalike index`); prints what it did.")
 @backend_options
-def check(index_dir, **backend):
-    """Check an index's integrity (catalog, vector rows); exit 1 if anything is wrong."""
-    with _errors(), _open_index(index_dir, backend) as ix:
+def check(index_dir, repair, **backend):
+    """Check an index's integrity (manifest, catalog, vector rows, keypoints, search structure);
+    exit 1 if anything is wrong."""
+    local_only = {} if backend.get("milvus_uri") else {"validate": False}  # open a damaged one to check it
+    with _errors(), _open_index(index_dir, backend, **local_only) as ix:
+        if repair:
+            done = ix.repair()
+            for line in done:
+                click.echo(f"repaired: {line}")
+            if not done:
+                click.echo("nothing to repair")
         problems = ix.check()
         where = ix.path
     for p in problems:
@@ -496,11 +530,14 @@ def serve(index_dir, host, port, token, max_upload, max_pixels, cors_origins, ac
     missing = missing_dependencies()
     if missing:
         raise click.ClickException(missing_message(missing))
-    from .server.app import parse_size, run
+    from .server.app import check_token, parse_size, run
 
+    if token is None:  # click reads an empty LOOKALIKE_TOKEN as unset: that must not turn the token off
+        token = os.environ.get("LOOKALIKE_TOKEN")
     location, options = _location(index_dir, backend)
     with _errors():
-        run(location, host=host, port=port, token=token or None, max_upload=parse_size(max_upload),
+        token = check_token(token)
+        run(location, host=host, port=port, token=token, max_upload=parse_size(max_upload),
             max_pixels=max_pixels, cors_origins=cors_origins, access_log=access_log, echo=click.echo,
             **({"backend": options} if options else {}))
 

@@ -50,19 +50,14 @@ or a folder (its images are embedded with this index's extractor and nothing
 is written anywhere). Only pairs between the two sets are candidates, so every
 group mixes both sets. Members carry ``side`` ``"index"`` or ``"against"``.
 
-Actions (see :func:`plan_actions`, :func:`apply_actions`, :func:`undo`)
----------------------------------------------------------------------
-Only non-keepers are acted on, only files recorded in *this* index's catalog
-(never ``against`` files), only files whose real path lies under one of the
-catalog's roots, and only if size and mtime still match the catalog; anything
-else is skipped with a reason. ``move`` moves files under a destination
-folder (keeping their path below the root), ``symlink`` moves the original
-into a trash folder and puts a symlink to the keeper in its place, ``delete``
-removes the file for good (the only irreversible action). Every applied run
-writes an undo log (JSON) that :func:`undo` replays in reverse. The command
-line refuses actions in cross-set mode (``--against`` only reports): there the
-keeper may be a file of the other set, and acting on this index's files
-because of files elsewhere is not "safe by default".
+Actions
+-------
+:mod:`lookalike.actions` moves, symlinks or deletes the non-keepers of these
+groups as a signed, append-only journal, and undoes them (see its docstring
+for the rules). The command line refuses actions in cross-set mode
+(``--against`` only reports): there the keeper may be a file of the other
+set, and acting on this index's files because of files elsewhere is not
+"safe by default".
 """
 
 from __future__ import annotations
@@ -73,10 +68,8 @@ import html
 import io
 import json
 import os
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -529,127 +522,6 @@ def duplicates_sheet(groups: Sequence[DuplicateGroup], out_path: str, thumb: int
     return os.fspath(out_path)
 
 
-# -- actions ---------------------------------------------------------------------------
+# -- actions: see lookalike.actions -----------------------------------------------------
 
-@dataclass
-class Action:
-    op: str  # "move", "symlink", "delete"
-    path: str  # the non-keeper acted on
-    keeper: str
-    dest: str | None = None  # where the file goes (move: destination; symlink: trash copy)
-    skip: str | None = None  # why it will not be done
-
-
-def _under(path: str, roots: Sequence[str]) -> str | None:
-    real = os.path.realpath(path)
-    for r in roots:
-        rr = os.path.realpath(r)
-        if real == rr or real.startswith(rr.rstrip(os.sep) + os.sep):
-            return r
-    return None
-
-
-def plan_actions(index, groups: Sequence[DuplicateGroup], op: str, dest: str | None = None) -> list[Action]:
-    """What ``op`` would do to each non-keeper, with a ``skip`` reason where it must not."""
-    if op not in ("move", "symlink", "delete"):
-        raise ValueError(f"unknown action {op!r}")
-    if op in ("move", "symlink") and not dest:
-        raise ValueError(f"{op} needs a destination folder")
-    roots = index.store.catalog.roots()
-    actions = []
-    for g in groups:
-        for m in g.others:
-            a = Action(op, m.path, g.keeper.path)
-            actions.append(a)
-            if m.side != "index":
-                a.skip = "not in this index (cross-set files are never touched)"
-                continue
-            root = _under(m.path, roots)
-            if root is None:
-                a.skip = "outside the index's roots"
-                continue
-            if op == "symlink" and _under(g.keeper.path, roots) is None:
-                a.skip = "keeper outside the index's roots"
-                continue
-            rec = index.store.catalog.get(m.path)
-            try:
-                st = os.lstat(m.path)
-            except OSError as e:
-                a.skip = f"cannot stat: {e.strerror}"
-                continue
-            if os.path.islink(m.path):
-                a.skip = "is a symlink"
-                continue
-            if rec is None or rec.size != st.st_size or rec.mtime_ns != st.st_mtime_ns:
-                a.skip = "changed since indexed (size/mtime differ from the catalog); re-index first"
-                continue
-            if op == "symlink" and not os.path.isfile(g.keeper.path):
-                a.skip = "keeper missing"
-                continue
-            if op != "delete":
-                rel = os.path.relpath(os.path.realpath(m.path), os.path.realpath(root))
-                a.dest = os.path.join(os.path.abspath(dest), os.path.basename(os.path.realpath(root)) or "root", rel)
-                if os.path.lexists(a.dest):
-                    a.skip = f"destination exists: {a.dest}"
-    return actions
-
-
-def apply_actions(actions: Iterable[Action], log_path: str) -> dict:
-    """Carry out the planned (not skipped) actions; write the undo log as we go."""
-    log = {"version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "actions": []}
-
-    def save():
-        tmp = log_path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(log, f, indent=2)
-        os.replace(tmp, log_path)
-
-    save()
-    for a in actions:
-        if a.skip:
-            continue
-        entry = {"op": a.op, "path": a.path, "keeper": a.keeper, "dest": a.dest}
-        try:
-            if a.op == "delete":
-                os.remove(a.path)
-            else:
-                os.makedirs(os.path.dirname(a.dest), exist_ok=True)
-                shutil.move(a.path, a.dest)
-                if a.op == "symlink":
-                    os.symlink(os.path.abspath(a.keeper), a.path)
-        except OSError as e:
-            entry["error"] = f"{e.strerror or e}"
-        log["actions"].append(entry)
-        save()
-    return log
-
-
-def undo(log_path: str) -> list[str]:
-    """Replay an undo log in reverse; returns one message per entry."""
-    with open(log_path, encoding="utf-8") as f:
-        log = json.load(f)
-    messages = []
-    for e in reversed(log.get("actions", [])):
-        path, dest, op = e["path"], e.get("dest"), e["op"]
-        if e.get("error"):
-            messages.append(f"not done, nothing to undo: {path}")
-            continue
-        if op == "delete":
-            messages.append(f"cannot undo a deletion: {path}")
-            continue
-        if op == "symlink":
-            if os.path.islink(path) and os.readlink(path) == os.path.abspath(e["keeper"]):
-                os.unlink(path)
-            elif os.path.lexists(path):
-                messages.append(f"skipped: {path} is no longer the symlink we made")
-                continue
-        if os.path.lexists(path):
-            messages.append(f"skipped: {path} exists again")
-            continue
-        if not dest or not os.path.lexists(dest):
-            messages.append(f"skipped: {dest} is gone")
-            continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        shutil.move(dest, path)
-        messages.append(f"restored {path}")
-    return messages
+from .actions import Action, apply_actions, plan_actions, undo  # noqa: E402,F401  (re-exported)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -15,7 +16,10 @@ from . import __version__, ann as ann_mod, decode, indexer, local
 from .extractors import Extractor, registry
 from .search import LiveSet, SearchResult, search_vectors
 from .sources import display_path, walk
-from .store import FileRecord, IndexStore, Manifest
+from .store import FileRecord, IndexDamaged, IndexStore, Manifest
+
+#: Notes (a search structure rebuilt, ...) go to this logger; the CLI prints them as "note: ...".
+log = logging.getLogger("lookalike")
 
 Query = str | os.PathLike | np.ndarray | Image.Image
 
@@ -141,15 +145,32 @@ class Index:
         *,
         threads: int | None = None,
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+        validate: bool = True,
     ) -> "Index":
         """Open an existing index. If ``extractor`` is given it must match the
-        one the index was built with (:class:`ExtractorMismatch` says what differs)."""
+        one the index was built with (:class:`ExtractorMismatch` says what differs).
+
+        Raises :class:`~lookalike.store.IndexDamaged` (one line saying what is
+        wrong) when the manifest, the catalog, the vector file and the extractor
+        disagree; ``validate=False`` opens such an index anyway, for
+        :meth:`check` and :meth:`repair`.
+        """
         path = os.path.expanduser(os.fspath(path))
         wanted = registry.create(extractor, threads=threads).spec() if extractor is not None else None
-        store = IndexStore.open(path, wanted)
-        ext = registry.create(store.manifest.extractor, threads=threads)
-        if ext.trainable:
-            ext.load_state(store.load_state())
+        store = IndexStore.open(path, wanted, validate=False)
+        try:
+            ext = _stored_extractor(store, threads)
+            problem = _extractor_problem(store.manifest, ext)
+            if validate and problem:  # first: a wrong dim also makes the vector file look short
+                raise IndexDamaged(f"the index {path} is damaged: {problem}; "
+                                   f"`lookalike check --repair {path}` repairs it")
+            if validate:
+                store.require_sound()
+            if ext.trainable:
+                ext.load_state(store.load_state())
+        except BaseException:
+            store.close()
+            raise
         return cls(store, ext, max_pixels)
 
     @classmethod
@@ -241,9 +262,16 @@ class Index:
         directory = str(self.store.directory)
         current = self._ann
         if current is None or current.kind != kind:
-            current = ann_mod.AnnIndex.load(directory, kind, metric)
-            if current is not None and (_kind_of(current) != kind or current.ntotal > len(live.matrix)):
+            try:
+                current = ann_mod.AnnIndex.load(directory, kind, metric, self.store.matrix(),
+                                                self.store.catalog.identity())
+            except ann_mod.AnnRejected as e:  # damaged, copied from elsewhere, of another kind: not used
+                later = "" if save else \
+                    f" (the next `lookalike index` or `lookalike check --repair {directory}` saves it)"
+                log.warning("%s; rebuilding it%s", e, later)
                 current = None
+            if current is not None and current.ntotal > len(live.matrix):
+                current = None  # saved by a writer after this snapshot of the rows: build from the snapshot
         changed = False
         if current is None:
             current = ann_mod.AnnIndex.build(kind, metric, live.matrix)
@@ -254,7 +282,7 @@ class Index:
         self._ann = current
         if save and changed:
             with self.store.writing():
-                current.save(directory)
+                current.save(directory, self.store.matrix(), self.store.catalog.identity())
                 if self.store.manifest.files.get(ann_mod.FILE_NAME) != "ann":
                     self.store.manifest.files[ann_mod.FILE_NAME] = "ann"
                     from .store.manifest import write_manifest
@@ -516,8 +544,57 @@ class Index:
         return self.search_many([e.path for e in walk(os.path.expanduser(os.fspath(folder)))], k)
 
     def check(self) -> list[str]:
-        """Integrity problems of the index directory; an empty list means consistent."""
-        return self.store.check()
+        """Integrity problems of the index directory; an empty list means consistent.
+
+        The store's checks (catalog, row count, vector file, keypoints), the
+        manifest against the extractor, the search structure ``ann.faiss``
+        against its record and the vectors (see :mod:`lookalike.ann`), and
+        duplicate action runs that were killed before they finished.
+        """
+        problems = self.store.check()
+        problem = _extractor_problem(self.store.manifest, self.extractor)
+        if problem:
+            problems.append(problem)
+        problem = self._ann_problem()
+        if problem:
+            problems.append(f"{problem}; searches rebuild it in memory until it is saved again")
+        from .actions import unfinished_runs
+
+        for log_path, n in unfinished_runs(self.path):
+            what = "cannot be read" if n < 0 else f"was interrupted with {n} action(s) unfinished"
+            problems.append(f"the duplicate action run logged in {log_path} {what}: "
+                            f"`lookalike undo {log_path}` puts its files back")
+        return problems
+
+    def repair(self) -> list[str]:
+        """Fix what :meth:`check` reports where possible, holding the writer lock; returns what
+        was done, one line each (empty: nothing to do).
+
+        A manifest dimension other than the extractor's is set back to it; the
+        row count, rows and keypoints are repaired as by :meth:`IndexStore.repair`
+        (files it forgets are indexed again by the next :meth:`add`); a search
+        structure that does not fit the vectors is rebuilt.
+        """
+        metric_ok = self.extractor.metric == self.store.manifest.metric
+        done = self.store.repair(dim=self.extractor.dim if metric_ok else None)
+        self._live, self._ann, self._bitmap = None, None, None
+        problem = self._ann_problem()
+        if problem:
+            with self.store.writing():
+                ann_mod.remove(self.path)
+                rebuilt = self.update_ann(save=True)
+            done.append(f"{problem}: " + ("rebuilt it" if rebuilt is not None else "removed it (search is exact)"))
+        return done
+
+    def _ann_problem(self) -> str | None:
+        """Why the saved search structure does not fit (``None``: it fits, there is none, or the rows are damaged)."""
+        try:
+            if self.store.damage():
+                return None  # reported by the store's checks; looked at again after a repair
+            matrix = self.store.matrix()
+        except IndexDamaged:
+            return None
+        return ann_mod.problem(self.path, self.store.manifest.metric, matrix, self.store.catalog.identity())
 
     def record_id(self, rec: FileRecord) -> int:
         """The id that search results and :meth:`live` give the file of catalog record ``rec``."""
@@ -589,9 +666,24 @@ def _same_file(rec: FileRecord, path: str) -> bool:
     return st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns
 
 
-def _kind_of(ann: ann_mod.AnnIndex) -> str:
-    name = type(ann.index).__name__
-    return "hnsw" if "HNSW" in name else "ivfpq" if "IVF" in name else "exact"
+def _stored_extractor(store: IndexStore, threads: int | None) -> Extractor:
+    """The extractor the manifest describes; settings it cannot be built from are damage."""
+    try:
+        return registry.create(store.manifest.extractor, threads=threads)
+    except registry.UnknownExtractor:
+        raise  # maybe a plugin that is not installed here: its own message says so
+    except (TypeError, ValueError, KeyError) as e:
+        raise IndexDamaged(f"{store.directory / 'manifest.json'} is damaged: extractor "
+                           f"{store.manifest.extractor.get('name')!r} cannot be made from its settings ({e})") from None
+
+
+def _extractor_problem(manifest: Manifest, ext: Extractor) -> str | None:
+    """How the manifest's vector description disagrees with its extractor (``None``: it agrees)."""
+    if manifest.metric != ext.metric:
+        return f"manifest.json says {manifest.metric} vectors, its extractor {ext.name} makes {ext.metric} ones"
+    if manifest.dim != ext.dim:
+        return f"manifest.json says the vectors have {manifest.dim} dimensions, its extractor {ext.name} makes {ext.dim}"
+    return None
 
 
 def _hits_from_rows(live: LiveSet, scores: np.ndarray, rows: np.ndarray, k: int, metric: str, bits: int):

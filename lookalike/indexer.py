@@ -23,6 +23,7 @@ import numpy as np
 
 from . import decode, local
 from .extractors import Extractor, registry
+from .roots import Root, identify
 from .sources import FileEntry, content_hash, display_path, walk
 from .store import FileRecord, IndexStore
 
@@ -222,7 +223,7 @@ def index_folder(
                 if progress:
                     progress(done, total)
             batch.flush()
-            store.commit(deletes=list(missing), root=report.root)
+            store.commit(deletes=list(missing), root=_root_record(root, report.root))
             report.removed = len(missing)
         except KeyboardInterrupt:
             report.interrupted = True
@@ -230,6 +231,15 @@ def index_folder(
             raise IndexInterrupted(report) from None
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _root_record(root: str, key: str) -> Root | str:
+    """The root as recorded in the catalog: its catalog prefix with its real path and identity now."""
+    try:
+        r = identify(root)
+    except OSError:
+        return key
+    return Root(key, r.real, r.dev, r.ino)
 
 
 def _train(store: IndexStore, extractor: Extractor, todo: list[FileEntry], jobs: int, init_args: tuple) -> None:

@@ -22,6 +22,12 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
+#: A folder holding a file of this name is not walked (e.g. where duplicates were moved to).
+SKIP_MARKER = ".lookalike-skip"
+#: A folder holding all of these is a lookalike index (its trash holds originals): not walked.
+INDEX_FILES = frozenset({"manifest.json", "catalog.sqlite"})
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # absolute; may contain surrogate escapes for non-UTF-8 names
@@ -57,6 +63,14 @@ def walk(
     are skipped unless ``include_hidden``. Folders that cannot be listed are
     passed over silently; files that cannot be stat'ed are yielded with size
     and mtime 0 so that the decode stage records why they failed.
+
+    Two kinds of folder below ``root`` are never entered, hidden or not: a
+    lookalike index (a folder holding both ``manifest.json`` and
+    ``catalog.sqlite``; its ``trash`` keeps the originals that ``duplicates
+    --symlink`` replaced) and a folder holding a file named ``.lookalike-skip``
+    (:data:`SKIP_MARKER`; lookalike writes it into folders it moves duplicates
+    to, and anyone may create one to keep a folder out of an index). ``root``
+    itself is walked whatever it holds: it was named on purpose.
     """
     root = os.path.abspath(os.fspath(root))
     try:
@@ -83,6 +97,8 @@ def walk(
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:
             continue
+        if folder != root and _not_walked({e.name for e in entries}):
+            continue
         subfolders = []
         for entry in entries:
             if not include_hidden and entry.name.startswith("."):
@@ -107,3 +123,8 @@ def walk(
                     continue
                 yield FileEntry(entry.path, 0, 0)
         stack.extend(reversed(subfolders))
+
+
+def _not_walked(names: set[str]) -> bool:
+    """A folder listing these names is kept out of every walk (see :func:`walk`)."""
+    return SKIP_MARKER in names or INDEX_FILES <= names

@@ -6,6 +6,7 @@ The Milvus half runs Milvus Lite from a file in the test's temporary folder
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -374,6 +375,86 @@ def test_cli_index_search_info_check_duplicates(milvus_ok, tmp_path):
     assert r.exit_code == 1 and "0 <= I < N" in r.output
     r = run(main, ["search", str(folder / "img0002.jpg")])
     assert r.exit_code == 2 and "--index DIR (or --milvus URI)" in r.output
+
+
+def _lose_milvus_data(db, how: str) -> None:
+    """What someone else does behind lookalike's back, with pymilvus directly."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(str(db))
+    try:
+        if how == "delete":
+            client.delete("lookalike", filter="id >= 0")
+            assert client.query("lookalike", filter="", output_fields=["count(*)"])[0]["count(*)"] == 0
+        else:
+            client.drop_collection("lookalike")
+    finally:
+        client.close()
+        server_manager_instance.release_server(str(db))  # let the next process open the file
+
+
+def _has_server_extra() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("fastapi", "httpx", "uvicorn"))
+
+
+@pytest.mark.parametrize("how", ["delete", "drop"])
+def test_a_collection_that_lost_its_data_is_said_and_repaired_by_index(milvus_ok, tmp_path, how):
+    folder = tmp_path / "in"
+    make_pattern_images(folder, 6)
+    db = tmp_path / "m.db"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "lookalike.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    assert cli("index", folder, "--milvus", db, "-e", "phash", "-j", "1", "-q").returncode == 0
+    _lose_milvus_data(db, how)
+    query = folder / "img0003.jpg"
+    out = cli("search", query, "--milvus", db, "--json")
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "lookalike index" in out.stderr, out.stderr
+    out = cli("check", "--milvus", db)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "lookalike index" in out.stdout + out.stderr, (out.stdout, out.stderr)
+    if how == "delete" and _has_server_extra():  # the HTTP API says so too, instead of no hits
+        import httpx
+
+        from .live_server import LiveServer
+
+        with LiveServer(f"{db}.lookalike/lookalike", "--milvus", db) as server:
+            r = httpx.post(server.url + "/api/search", files={"image": ("q.jpg", query.read_bytes())}, timeout=30)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "index_unavailable", r.text
+        assert "lookalike index" in r.json()["error"]["message"]
+    out = cli("index", folder, "--milvus", db, "-j", "1", "-q")  # as the advice says
+    assert out.returncode == 0, out.stderr
+    out = cli("check", "--milvus", db)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    out = cli("search", query, "--milvus", db, "--json", "-k", "6")
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)["results"]
+    assert hits[0]["path"] == str(query) and len(hits) == 6
+
+
+def test_check_repair_sends_what_the_collection_lost(milvus_ok, tmp_path):
+    folder = tmp_path / "in"
+    make_pattern_images(folder, 4)
+    db = tmp_path / "m.db"
+    with open_index(db, "phash", create=True) as ix:
+        ix.add(folder, jobs=1)
+    _lose_milvus_data(db, "delete")
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "check", "--milvus", str(db), "--repair"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "sent 4 indexed files" in out.stdout, (out.stdout, out.stderr)
+    with open_index(db) as ix:
+        _consistent(ix)
+
+
+def test_an_empty_collection_of_an_empty_catalog_answers_no_hits(milvus_ok, tmp_path):
+    with open_index(tmp_path / "m.db", "phash", create=True) as ix:
+        assert ix.search(DEMO / "cat.jpg", k=3) == []
 
 
 def test_cli_eval_on_milvus_matches_local(milvus_ok, tmp_path):

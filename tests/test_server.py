@@ -469,6 +469,68 @@ def test_file_deleted_after_indexing(client, gallery):
     assert_error(client.get(f"/api/files/{gone}/thumbnail"), 404, "file_missing")
 
 
+@pytest.mark.parametrize("how", ["symlink", "swap"])
+def test_root_replaced_after_indexing_serves_nothing(tmp_path, photos, how):
+    """The root folder is replaced after indexing, by a symlink to (or a rename of) another
+    folder holding files of the same names: none of that folder's bytes are served."""
+    idx = tmp_path / "idx"
+    with Index.create(idx, "phash", keypoints="sift") as ix:
+        ix.add(photos, jobs=1)
+        ids = {os.path.basename(h.path): h.id for h in ix.search(DEMO / "cat.jpg", k=None)}
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ids:  # same names, other bytes
+        Image.open(ODD / "ok_rgb.jpg").rotate(len(name)).save(other / name)
+    foreign = {name: (other / name).read_bytes() for name in ids}
+    cat = ids["cat.jpg"]
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.get(f"/api/files/{cat}/original")
+        assert r.status_code == 200 and r.content == (DEMO / "cat.jpg").read_bytes()
+        os.rename(photos, tmp_path / "photos-before")
+        if how == "symlink":
+            photos.symlink_to(other, target_is_directory=True)
+        else:
+            os.rename(other, photos)
+        for name, file_id in ids.items():
+            for kind in ("original", "thumbnail"):
+                r = c.get(f"/api/files/{file_id}/{kind}")
+                err = assert_error(r, 403, "outside_roots")
+                assert r.content != foreign[name]
+            assert "changed since it was indexed" in err["message"] and "lookalike index" in err["message"]
+        assert_error(c.get(f"/api/search/{cat}?verify=true"), 403, "outside_roots")
+        assert c.get(f"/api/search/{cat}?k=1").json()["hits"][0]["id"] == cat  # the stored vector still searches
+        # as the message says: indexing the root again records it as it is now
+        out = subprocess.run([sys.executable, "-m", "lookalike.cli", "index", str(photos), "--index", str(idx),
+                              "-q", "-j", "1"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        with Index.open(idx) as ix:
+            now = {os.path.basename(h.path): h.id for h in ix.search(DEMO / "cat.jpg", k=None)}
+        r = c.get(f"/api/files/{now['cat.jpg']}/original")
+        assert r.status_code == 200 and r.content == foreign["cat.jpg"]
+    assert "Traceback" not in s.log, s.log
+
+
+def test_files_of_a_root_that_stayed_put_are_served(tmp_path, photos):
+    """Another root of the same index replaced by a symlink does not stop the files of this one."""
+    idx = tmp_path / "idx"
+    second = tmp_path / "second"
+    make_pattern_images(second, 2)
+    with Index.create(idx, "phash") as ix:
+        ix.add(photos, jobs=1)
+        ix.add(second, jobs=1)
+        ids = {os.path.basename(h.path): h.id for h in ix.search(DEMO / "cat.jpg", k=None)}
+    make_pattern_images(tmp_path / "decoy", 2, seed=1)  # the same names, other pictures
+    os.rename(second, tmp_path / "second-before")
+    second.symlink_to(tmp_path / "decoy", target_is_directory=True)
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.get(f"/api/files/{ids['cat.jpg']}/original")
+        assert r.status_code == 200 and r.content == (DEMO / "cat.jpg").read_bytes()
+        assert c.get(f"/api/files/{ids['cat.jpg']}/thumbnail").status_code == 200
+        r = c.get(f"/api/files/{ids['img0000.jpg']}/original")
+        assert_error(r, 403, "outside_roots")
+        assert r.content != (tmp_path / "decoy" / "img0000.jpg").read_bytes()
+
+
 # -- token -----------------------------------------------------------------------------------
 def test_token_required_when_set(token_server, gallery):
     url = token_server.url
@@ -571,6 +633,29 @@ def test_serve_refuses_a_folder_that_is_not_an_index(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lookalike.cli", "serve", "--index", str(tmp_path), "--port", "0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "not a lookalike index" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+@pytest.mark.parametrize("token", ["", "   "])
+def test_serve_refuses_an_empty_token(tmp_path, how, token):
+    """An empty token must not quietly turn authentication off."""
+    idx = tmp_path / "idx"
+    make_pattern_images(tmp_path / "in", 2)
+    with Index.create(idx, "phash") as ix:
+        ix.add(tmp_path / "in", jobs=1)
+    env = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_TOKEN"}
+    cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(idx), "--port", "0"]
+    if how == "option":
+        cmd += ["--token", token]
+    else:
+        env["LOOKALIKE_TOKEN"] = token
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail("lookalike serve started with an empty token")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "token is empty" in out.stderr, out.stderr
+    assert "serving" not in out.stdout
 
 
 def test_parse_size():

@@ -388,6 +388,31 @@ class MilvusStore(IndexStore):
                 self.collection.delete([path_id(p) for p in unknown])
             self._pending(None)
 
+    def resend_missing(self) -> int:
+        """Upsert the catalog's files that the collection lacks (entities deleted, or the
+        collection dropped and made again, behind lookalike's back) from the vectors kept in
+        this folder; returns how many were sent. Files whose vector row is not here are
+        forgotten, so that indexing their folder embeds them again. Needs the writer lock.
+
+        When the collection holds exactly as many entities as the catalog lists files, they
+        are taken to be these (a single writer); otherwise every id is looked up.
+        """
+        live = list(self.catalog.records(status="ok"))
+        if not live or self.collection.count() == len(live):
+            return 0
+        found = {e["id"] for e in self.collection.get([path_id(r.path) for r in live], ["id"])}
+        missing = [r for r in live if path_id(r.path) not in found]
+        matrix = self.matrix()
+        sendable = [r for r in missing if r.row is not None and 0 <= r.row < len(matrix)]
+        for start in range(0, len(sendable), self.collection.write_batch):
+            chunk = sendable[start : start + self.collection.write_batch]
+            encoded = self.collection.encode(np.stack([np.asarray(matrix[r.row]) for r in chunk]))
+            self.collection.upsert([_entity(r, v) for r, v in zip(chunk, encoded)])
+        lost = [r.path for r in missing if r.row is None or not 0 <= r.row < len(matrix)]
+        if lost:
+            self.commit(deletes=lost)
+        return len(sendable)
+
     def check(self) -> list[str]:
         """The folder's own checks, then: is every indexed file in the collection, under its path?"""
         problems = super().check()
@@ -397,7 +422,8 @@ class MilvusStore(IndexStore):
         clashes = [r.path for r in live if found.get(path_id(r.path), r.path) != r.path]
         if missing:
             problems.append(f"{len(missing)} indexed files are missing from Milvus collection "
-                            f"{self.collection.name!r} (e.g. {missing[0]}); run `lookalike index` again")
+                            f"{self.collection.name!r} (e.g. {missing[0]}); run `lookalike index` again "
+                            "to send them")
         if clashes:
             problems.append(f"{len(clashes)} files share their Milvus id with another path (e.g. {clashes[0]})")
         return problems
@@ -459,15 +485,33 @@ class MilvusIndex(Index):
             uri = os.path.abspath(os.path.expanduser(uri))
         name = collection or DEFAULT_COLLECTION
         wanted = registry.create(extractor, threads=threads) if extractor is not None else None
+        directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
+            default_local_dir(uri, name, shard)
         client = connect(uri, token)
+        store: MilvusStore | None = None
         try:
             coll = Collection.open(client, uri, name)
+            made = coll is None
             if coll is None:
+                kept = os.path.exists(os.path.join(directory, "manifest.json"))
+                if not create and kept:
+                    raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} any more (its local catalog "
+                                     f"{directory} remains): run `lookalike index` on the indexed folders again "
+                                     "to make it again and send them")
                 if not create:
                     raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} (create it with `lookalike index`)")
-                manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
-                                     keypoints)
-                coll = Collection.create(client, uri, name, manifest, ann)
+                if kept:
+                    # the local catalog outlived its collection (dropped behind lookalike's back):
+                    # make it again as the catalog knows it; the next add re-sends every file
+                    store = MilvusStore.open(directory, wanted.spec() if wanted is not None else None)
+                    refusal = _link_refusal(store, uri, name, None, made=True)
+                    if refusal:
+                        raise IndexStoreError(refusal)
+                    manifest = store.manifest
+                else:
+                    manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
+                                         keypoints)
+                coll = Collection.create(client, uri, name, manifest, manifest.ann)
             where = f"Milvus collection {name!r} at {uri}"
             stored = Manifest(extractor=coll.spec, dim=coll.dim, metric=coll.metric,
                               dtype=coll.properties.get(PROPERTY + "dtype", "float16"),
@@ -476,10 +520,10 @@ class MilvusIndex(Index):
                               local=json.loads(coll.properties.get(PROPERTY + "keypoints", "null")))
             if wanted is not None:
                 check_extractor(stored, wanted.spec(), where)
-            directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
-                default_local_dir(uri, name, shard)
-            store = _local_store(directory, stored, coll)
+            store = _local_store(directory, stored, coll, made, store)
         except BaseException:
+            if store is not None:
+                store.close()
             disconnect(client, uri)
             raise
         ext = wanted if wanted is not None else registry.create(coll.spec, threads=threads)
@@ -521,7 +565,19 @@ class MilvusIndex(Index):
         if kw.get("shard") is not None and kw["shard"][1] > 1 and self.extractor.trainable:
             raise ValueError(f"--shard cannot be used with the trainable extractor {self.extractor.name!r}: "
                              "each shard would learn its own vocabulary")
+        with self.store.writing():  # first repair what the collection lost behind our back
+            self.store.resend_missing()
         return super().add(folder, **kw)
+
+    def repair(self) -> list[str]:
+        """As :meth:`Index.repair`, then the files the collection lost are sent again
+        (:meth:`MilvusStore.resend_missing`)."""
+        done = super().repair()
+        with self.store.writing():
+            sent = self.store.resend_missing()
+        if sent:
+            done.append(f"sent {sent} indexed files that Milvus collection {self.collection.name!r} lacked again")
+        return done
 
     # -- search structure: Milvus's own -----------------------------------------------
     def update_ann(self, *, save: bool = False):
@@ -567,8 +623,11 @@ class MilvusIndex(Index):
         limit = min(MAX_LIMIT, max(2 * k, k + 32))
         if k <= 0 or not len(vectors):
             return [[] for _ in vectors]
+        found = self.collection.search(vectors, limit)
+        if not any(found):
+            self._refuse_if_emptied()
         results = []
-        for hits in self.collection.search(vectors, limit):
+        for hits in found:
             scored = []
             for h in hits:
                 score, bits = self.collection.score(h["distance"])
@@ -577,6 +636,16 @@ class MilvusIndex(Index):
             results.append([SearchResult(rank, path, -neg, i, bits)
                             for rank, (neg, path, i, bits) in enumerate(scored[:k], 1)])
         return results
+
+    def _refuse_if_emptied(self) -> None:
+        """An empty collection while the local catalog lists files lost its data: say so
+        (raises :class:`MilvusError`) rather than answer no hits."""
+        listed = self.store.catalog.counts()["ok"]
+        if listed and self.collection.count() == 0:
+            raise MilvusError(
+                f"Milvus collection {self.collection.name!r} at {self.collection.uri} is empty, but its local "
+                f"catalog {self.store.directory} lists {listed} files: it lost its data; run `lookalike index` "
+                "on the indexed folders again to send them")
 
     def info(self) -> IndexInfo:
         base = super().info()
@@ -604,27 +673,43 @@ def _manifest(ext: Extractor, ann: str, storage: str | None, keypoints: str | di
                     local=local.settings(default_keypoints(ext) if keypoints == "auto" else keypoints))
 
 
-def _local_store(directory: str, stored: Manifest, coll: Collection) -> MilvusStore:
-    """Open or create the local folder for ``coll``; refuse one that belongs to another collection."""
-    uid = coll.properties.get(PROPERTY + "uuid", "")
-    if os.path.exists(os.path.join(directory, "manifest.json")):
-        store = MilvusStore.open(directory, stored.extractor)
-    else:
-        store = MilvusStore.create(directory, stored)
+def _local_store(directory: str, stored: Manifest, coll: Collection, made: bool = False,
+                 store: MilvusStore | None = None) -> MilvusStore:
+    """Open or create the local folder for ``coll`` (unless ``store`` is it, open); refuse one
+    that belongs to another collection. ``made``: ``coll`` was created just now."""
+    if store is None:
+        if os.path.exists(os.path.join(directory, "manifest.json")):
+            store = MilvusStore.open(directory, stored.extractor)
+        else:
+            store = MilvusStore.create(directory, stored)
     store.collection = coll
-    db = store.catalog.db
-    row = db.execute("SELECT value FROM meta WHERE key='milvus_collection'").fetchone()
-    if row is None:
-        if store.catalog.counts()["ok"]:
-            store.close()
-            raise IndexStoreError(f"{directory} holds a local index that is not linked to Milvus collection "
-                                  f"{coll.name!r}; give another --index DIR for its catalog")
-        if not store.catalog.readonly:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('milvus_collection', ?)", (uid,))
-    elif row[0] != uid:
+    uid = coll.properties.get(PROPERTY + "uuid", "")
+    refusal = _link_refusal(store, coll.uri, coll.name, uid, made)
+    if refusal:
         store.close()
-        raise IndexStoreError(
-            f"the local catalog {directory} belongs to another Milvus collection (or one since dropped and "
-            f"made again) than {coll.name!r} at {coll.uri}; give another --index DIR or remove it"
-        )
+        raise IndexStoreError(refusal)
+    db = store.catalog.db
+    link = {_LINK: uid, _WHERE: json.dumps([coll.uri, coll.name])}  # tie the catalog to this collection
+    if not store.catalog.readonly and dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                                                      tuple(link))) != link:
+        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", link.items())
     return store
+
+
+_LINK, _WHERE = "milvus_collection", "milvus_location"  # catalog meta: the collection's uuid, [uri, name]
+
+
+def _link_refusal(store: IndexStore, uri: str, name: str, uid: str | None, made: bool) -> str | None:
+    """Why the local catalog of ``store`` must not be tied to collection ``name`` at ``uri``
+    (uuid ``uid``; ``None``: not made yet), or ``None``. A catalog tied to a collection of the
+    same name and place that is gone may be tied to the one ``made`` again in its stead."""
+    meta = dict(store.catalog.db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (_LINK, _WHERE)))
+    if _LINK not in meta:
+        if store.catalog.counts()["ok"]:
+            return (f"{store.directory} holds a local index that is not linked to Milvus collection "
+                    f"{name!r}; give another --index DIR for its catalog")
+        return None
+    if meta[_LINK] == uid or made and meta.get(_WHERE) == json.dumps([uri, name]):
+        return None
+    return (f"the local catalog {store.directory} belongs to another Milvus collection (or one since dropped and "
+            f"made again) than {name!r} at {uri}; give another --index DIR or remove it")

@@ -13,7 +13,9 @@ snapshot, also while ``lookalike index`` is updating the same index.
 
 Security. Files are only ever found by their catalog id, never by a path the
 client sends; only files of the live index are served, and only when the
-file, symlinks resolved, lies under one of the index's recorded roots. Request
+file, symlinks resolved, lies under one of the index's roots as recorded
+when it was indexed (a root since replaced by a symlink or another folder
+serves nothing until ``lookalike index`` records it again). Request
 bodies are limited (``max_upload``), decoded images by their declared pixel
 count (``max_pixels``). With a ``token``, every request except the static page
 shell (``/``, ``/static/*``: code, no data) needs ``Authorization: Bearer
@@ -51,11 +53,12 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__, decode
+from .. import __version__, decode, roots
 from ..extractors.keypoints import NotTrained
 from ..backends import is_server_uri, open_index
 from ..index import VERIFY_CANDIDATES, Index, NoKeypoints, QueryError
 from ..search import search_vectors
+from ..store import IndexStoreError
 
 log = logging.getLogger("lookalike.server")
 
@@ -339,29 +342,20 @@ def _search_id(ix: Index, file_id: int, k: int, max_pixels: int, verify: int = 0
     return _hits(hits), live.paths[pos]
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _fd_path(fd: int, fallback: str) -> str:
-    """The real path of an open file (Linux: /proc), else ``realpath(fallback)``."""
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return os.path.realpath(fallback)
-
-
 def _open_file(ix: Index, file_id: int) -> tuple[str, int, os.stat_result]:
     """Open the indexed file with this id for reading: ``(path, fd, stat)``.
 
     Only files of the live index, and only if the opened file (symlinks
     resolved, checked on the open descriptor so a swapped symlink cannot
-    redirect it) lies under one of the index's recorded roots.
+    redirect it) lies under one of the index's roots *as recorded when it
+    was indexed* (:func:`lookalike.roots.real_is_inside`): a root folder since
+    replaced by a symlink, or by another folder, serves nothing.
     """
     live, pos = _position(ix, file_id)
     path = live.paths[pos]
-    roots = ix.store.catalog.roots()
-    if os.path.normpath(path) != path or not any(_under(path, r) for r in roots):
+    records = ix.store.catalog.root_records()
+    root = roots.root_of(path, records)
+    if root is None:
         raise ApiError(403, "outside_roots", f"file {file_id} is not under the index's roots")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -373,8 +367,13 @@ def _open_file(ix: Index, file_id: int) -> tuple[str, int, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ApiError(404, "file_unreadable", f"file {file_id} is not a regular file")
-        real = _fd_path(fd, path)
-        if not any(_under(real, os.path.realpath(r)) for r in roots):
+        real = roots.fd_real_path(fd, path)
+        if not roots.real_is_inside(real, records):
+            if not roots.still_there(root) or os.path.realpath(root.path) != root.base:
+                raise ApiError(403, "outside_roots",
+                               f"file {file_id} is not served: its root {root.path} has changed since it was "
+                               "indexed (it is no longer the same folder); run `lookalike index` on it again "
+                               "to record it as it is now")
             raise ApiError(403, "outside_roots", f"file {file_id} resolves to a place outside the index's roots")
     except BaseException:
         os.close(fd)
@@ -611,6 +610,20 @@ def loopback_hosts(host: str) -> set[str]:
     return {"127.0.0.1", "localhost", "::1", host.lower()}
 
 
+def check_token(token: str | None) -> str | None:
+    """``token`` if it can protect the server (``None``: no token); raises ``ValueError``
+    for an empty or whitespace-only one, which would otherwise turn authentication off,
+    and for one with whitespace around it, which no client can send in a header."""
+    if token is None:
+        return None
+    if not token.strip():
+        raise ValueError("the token is empty (--token or LOOKALIKE_TOKEN): give a real token, "
+                         "or leave both unset to serve without one")
+    if token != token.strip():
+        raise ValueError("the token starts or ends with whitespace, which no client can send: remove it")
+    return token
+
+
 # -- the app ---------------------------------------------------------------------------
 def create_app(
     index_path: str | os.PathLike,
@@ -638,6 +651,7 @@ def create_app(
     ``index_path`` may be a Milvus URI; ``backend``: its options (``token``,
     ``collection``, ``local``; see :func:`lookalike.backends.open_index`).
     """
+    token = check_token(token)
     backend = backend or {}
     if not is_server_uri(index_path):
         index_path = os.path.abspath(os.path.expanduser(os.fspath(index_path)))
@@ -707,6 +721,9 @@ def create_app(
         except NotTrained as e:
             stats["search_errors"] += 1
             raise ApiError(409, "index_not_trained", str(e)) from None
+        except IndexStoreError as e:  # e.g. a Milvus collection that lost its data or cannot be reached
+            stats["search_errors"] += 1
+            raise ApiError(503, "index_unavailable", str(e)) from None
         except ApiError:
             stats["search_errors"] += 1
             raise
@@ -871,7 +888,7 @@ def create_app(
     app.openapi = openapi
 
     # -- middleware (the last added runs first) ----------------------------------------------
-    app.add_middleware(_Guard, token=token or None, allowed_hosts=allowed_hosts,
+    app.add_middleware(_Guard, token=token, allowed_hosts=allowed_hosts,
                        body_limit=max_upload + MULTIPART_SLACK, stats=stats)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -6,6 +6,13 @@ Layout of an index directory::
     catalog.sqlite    files (path, size, mtime, content hash, status, row), roots, meta
     vectors.bin       raw (n_rows, width) array of the manifest's dtype
     lock              taken (flock) by the one process allowed to write
+    NAME.npy          learned extractor state (listed in the manifest)
+    ann.faiss         the search structure, ann.json its record (see lookalike.ann)
+
+The names are fixed and the files must be regular files. Before anything is
+written, the manifest's dimension, the catalog's row count, the rows its files
+and keypoints use and the size of the vector file are checked against each
+other (:meth:`IndexStore.damage`): a writer never truncates rows in use.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,12 +29,19 @@ import numpy as np
 
 from .catalog import Catalog, FileRecord
 from .manifest import (
+    CATALOG_NAME,
+    STATE_ROLE,
+    VECTORS_NAME,
     ExtractorMismatch,
+    IndexDamaged,
     IndexStoreError,
     Manifest,
     NotAnIndex,
     SchemaTooNew,
+    atomic_write,
     check_extractor,
+    is_state_file,
+    manifest_problem,
     read_manifest,
     write_manifest,
 )
@@ -34,7 +49,7 @@ from .vectors import VectorFile
 
 __all__ = [
     "IndexStore", "Manifest", "FileRecord", "IndexStoreError", "NotAnIndex",
-    "ExtractorMismatch", "SchemaTooNew", "IndexLocked", "IndexReadOnly",
+    "ExtractorMismatch", "SchemaTooNew", "IndexLocked", "IndexReadOnly", "IndexDamaged",
 ]
 
 
@@ -52,11 +67,21 @@ class IndexStore:
     def __init__(self, directory: str | os.PathLike, manifest: Manifest):
         self.directory = Path(directory)
         self.manifest = manifest
-        self.catalog = Catalog(str(self.directory / manifest.catalog))
-        self.vectors = VectorFile(
-            str(self.directory / manifest.vectors), self._width(manifest), manifest.dtype
-        )
+        for name in (CATALOG_NAME, CATALOG_NAME + "-wal", CATALOG_NAME + "-shm", VECTORS_NAME, "lock"):
+            self._require_regular(name)  # SQLite and the lock would follow a link out of the folder
+        self.catalog = Catalog(str(self.directory / CATALOG_NAME))
+        self.vectors = VectorFile(str(self.directory / VECTORS_NAME), self._width(manifest), manifest.dtype)
         self._lock_fd: int | None = None
+
+    def _require_regular(self, name: str) -> None:
+        """Refuse an own file that is a symbolic link, a device or a folder (a missing one is fine)."""
+        try:
+            mode = os.lstat(self.directory / name).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise IndexDamaged(f"{self.directory / name} is {kind}; an index's own files must be regular files in it")
 
     @staticmethod
     def _width(m: Manifest) -> int:
@@ -64,12 +89,15 @@ class IndexStore:
 
     @classmethod
     def create(cls, directory: str | os.PathLike, manifest: Manifest) -> "IndexStore":
+        problem = manifest_problem(manifest)
+        if problem:
+            raise ValueError(f"cannot make an index with this manifest: {problem}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if (directory / "manifest.json").exists():
+        if os.path.lexists(directory / "manifest.json"):
             raise IndexStoreError(f"{directory} already holds an index; open it instead")
-        own = {manifest.catalog, manifest.catalog + "-wal", manifest.catalog + "-shm",
-               manifest.vectors, "manifest.json.tmp", "lock"}
+        own = {CATALOG_NAME, CATALOG_NAME + "-wal", CATALOG_NAME + "-shm",
+               VECTORS_NAME, "manifest.json.tmp", "lock"}
         if any(p.name not in own for p in directory.iterdir()):
             raise IndexStoreError(f"{directory} is not empty; choose a new or empty folder for the index")
         # Only our own files and no manifest: a creation that was interrupted. Start over.
@@ -81,11 +109,24 @@ class IndexStore:
         return store
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, extractor_spec: dict[str, Any] | None = None) -> "IndexStore":
+    def open(
+        cls, directory: str | os.PathLike, extractor_spec: dict[str, Any] | None = None, *, validate: bool = True
+    ) -> "IndexStore":
+        """Open an index directory; :class:`IndexDamaged` if its files disagree (see :meth:`damage`).
+
+        ``validate=False`` opens a damaged index anyway, for :meth:`check` and :meth:`repair`.
+        """
         manifest = read_manifest(directory)
         if extractor_spec is not None:
             check_extractor(manifest, extractor_spec, str(directory))
-        return cls(directory, manifest)
+        store = cls(directory, manifest)
+        if validate:
+            try:
+                store.require_sound()
+            except BaseException:
+                store.close()
+                raise
+        return store
 
     def close(self) -> None:
         self.release()
@@ -93,14 +134,25 @@ class IndexStore:
 
     # -- writer lock -------------------------------------------------------
     def acquire(self) -> None:
-        """Become the only writer; raises :class:`IndexLocked` if another process is."""
+        """Become the only writer; raises :class:`IndexLocked` if another process is, and
+        :class:`IndexDamaged` (before anything is written) if the index is damaged."""
         if self._lock_fd is not None:
             return
+        self._lock()
+        try:
+            self.require_sound()
+            # drop bytes a killed writer appended but never committed
+            self.vectors.truncate(self.catalog.n_rows())
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self) -> None:
         path = self.directory / "lock"
         try:
             if self.catalog.readonly:
                 raise PermissionError(errno.EACCES, "the catalog cannot be written")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise IndexReadOnly(f"the index {self.directory} is read-only ({e.strerror}): cannot add to it") from None
         try:
@@ -117,8 +169,6 @@ class IndexStore:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
-        # drop bytes a killed writer appended but never committed
-        self.vectors.truncate(self.catalog.n_rows())
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -133,50 +183,144 @@ class IndexStore:
         finally:
             self.release()
 
+    @contextmanager
+    def locked(self) -> Iterator["IndexStore"]:
+        """Hold the writer lock without touching the index's files (``undo`` of duplicate
+        actions: it changes users' files, not the index, and must work on a damaged one)."""
+        if self._lock_fd is not None:
+            yield self
+            return
+        self._lock()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    # -- consistency -----------------------------------------------------------
+    def damage(self) -> list[str]:
+        """What makes the manifest, the catalog and the vector file disagree (empty: nothing).
+
+        Checked: ``n_rows`` is a row count, the vector file holds that many rows
+        of the manifest's width, and no indexed file or keypoints entry uses a
+        row past them. Read in one catalog transaction, the file size after it
+        (rows are appended to the file before their commit), so a writer
+        committing meanwhile is never taken for damage. :meth:`repair` fixes each.
+        """
+        db, problems = self.catalog.db, []
+        db.execute("BEGIN")
+        try:
+            n_rows = self.catalog.stored_n_rows()
+            used, unnumbered = self.catalog.rows_in_use()
+        finally:
+            db.execute("COMMIT")
+        size = self.vectors.size() or 0
+        if n_rows is None:
+            return [f"catalog.sqlite: {self.catalog.n_rows_problem()}"]
+        if size < n_rows * self.vectors.row_bytes:
+            problems.append(self.vectors.shortfall(size, n_rows))
+        if used > n_rows:
+            past = len(self.catalog.paths_without_rows(n_rows)) - unnumbered
+            what = f"{past} indexed files use" if past else "keypoints are stored for"
+            problems.append(f"{what} vector rows up to {used - 1}, past the {n_rows} committed "
+                            "ones (n_rows in catalog.sqlite)")
+        if unnumbered:
+            problems.append(f"{unnumbered} indexed files have no vector row")
+        return problems
+
+    def require_sound(self) -> None:
+        """Raise :class:`IndexDamaged` naming the first of :meth:`damage`'s problems."""
+        problems = self.damage()
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise IndexDamaged(f"the index {self.directory} is damaged: {problems[0]}{more}; "
+                               f"`lookalike check --repair {self.directory}` repairs it")
+
     def check(self) -> list[str]:
-        """Integrity problems (empty list = consistent): catalog, vector rows, file size."""
+        """Integrity problems (empty list = consistent): catalog, vector rows, file size, keypoints."""
         problems = []
         db = self.catalog.db
         result = db.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             problems.append(f"catalog.sqlite: {result}")
-        n_rows = self.catalog.n_rows()
-        size = os.path.getsize(self.vectors.path) if os.path.exists(self.vectors.path) else 0
-        if size < n_rows * self.vectors.row_bytes:
-            problems.append(f"vector file has {size} bytes, {n_rows} committed rows need {n_rows * self.vectors.row_bytes}")
-        bad = db.execute(
-            "SELECT count(*) FROM files WHERE status='ok' AND (row IS NULL OR row < 0 OR row >= ?)", (n_rows,)
-        ).fetchone()[0]
-        if bad:
-            problems.append(f"{bad} indexed files point at missing vector rows")
+        problems += self.damage()
         odd = db.execute(
             "SELECT count(*) FROM files WHERE status='skipped' AND (reason IS NULL OR row IS NOT NULL)"
         ).fetchone()[0]
         if odd:
             problems.append(f"{odd} skipped files without a reason or with a vector")
+        bad = self.catalog.bad_keypoint_rows()
+        if bad:
+            problems.append(f"{len(bad)} keypoints entries are damaged (vector rows {_some(bad)}); "
+                            "`search --verify` treats their files as having no keypoints")
         return problems
 
+    def repair(self, dim: int | None = None) -> list[str]:
+        """Fix what :meth:`check` finds where possible, under the writer lock; returns what was done.
+
+        ``dim``: the extractor's dimension, put back into a manifest that says
+        otherwise. A row count below the rows in use is raised when the vector
+        file holds those rows; files whose rows it lacks, and files with damaged
+        keypoints, are forgotten, so the next ``lookalike index`` embeds them again.
+        """
+        done: list[str] = []
+        self._lock()
+        try:
+            if dim is not None and dim != self.manifest.dim:
+                done.append(f"manifest.json: dim {self.manifest.dim} -> {dim} (the extractor's)")
+                self.manifest.dim = dim
+                write_manifest(self.directory, self.manifest)
+                self.vectors = VectorFile(self.vectors.path, self._width(self.manifest), self.manifest.dtype)
+            done += self._repair_rows()
+        finally:
+            self.release()
+        return done
+
+    def _repair_rows(self) -> list[str]:
+        catalog, done = self.catalog, []
+        stored = catalog.stored_n_rows()
+        held = (self.vectors.size() or 0) // self.vectors.row_bytes  # whole rows in the file
+        used, _ = catalog.rows_in_use()
+        n_rows = max(stored or 0, used)
+        bad_keypoints = catalog.bad_keypoint_rows()
+        forget = set(catalog.paths_without_rows(min(n_rows, held)))
+        forget |= set(catalog.paths_at_rows(bad_keypoints))
+        drop = set(bad_keypoints)
+        if n_rows > held:
+            drop |= {r for (r,) in catalog.db.execute("SELECT row FROM keypoints WHERE row >= ?", (held,))}
+            n_rows = held
+        if n_rows != stored:
+            where = "the rows in use" if n_rows == used else "the whole rows vectors.bin holds"
+            done.append(f"n_rows: {stored if stored is not None else 'invalid'} -> {n_rows} ({where})")
+        if forget:
+            n = len(forget)
+            done.append(f"forgot {n} file{'s' * (n != 1)} whose vector rows or keypoints were missing or "
+                        f"damaged (e.g. {min(forget)}); `lookalike index` indexes them again")
+        if drop:
+            done.append(f"removed {len(drop)} damaged or unusable keypoints entr{'y' if len(drop) == 1 else 'ies'}")
+        if done:
+            catalog.forget(paths=sorted(forget), keypoint_rows=sorted(drop), n_rows=n_rows)
+        return done
+
     # -- learned extractor state ------------------------------------------------
-    STATE_ROLE = "extractor state"
+    STATE_ROLE = STATE_ROLE
 
     def save_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Store arrays as ``NAME.npy`` (atomically), then list them in the manifest."""
         for name, array in arrays.items():
-            tmp = self.directory / f"{name}.npy.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.directory / f"{name}.npy")
+            if not is_state_file(f"{name}.npy"):
+                raise ValueError(f"extractor state needs a plain file name, not {name!r}")
+            data = np.ascontiguousarray(array)
+            atomic_write(self.directory / f"{name}.npy", lambda f: np.save(f, data, allow_pickle=False))
             self.manifest.files[f"{name}.npy"] = self.STATE_ROLE
         write_manifest(self.directory, self.manifest)
 
     def load_state(self) -> dict[str, np.ndarray]:
-        return {
-            Path(name).stem: np.load(self.directory / name, allow_pickle=False)
-            for name, role in self.manifest.files.items()
-            if role == self.STATE_ROLE
-        }
+        out = {}
+        for name, role in self.manifest.files.items():
+            if role == self.STATE_ROLE:
+                self._require_regular(name)
+                out[Path(name).stem] = np.load(self.directory / name, allow_pickle=False)
+        return out
 
     # -- data ----------------------------------------------------------------
     def matrix(self) -> np.ndarray:
@@ -207,6 +351,10 @@ class IndexStore:
                 ]
             n_rows += len(vectors)
         self.catalog.commit(upserts=records, n_rows=n_rows, **kw)
+
+
+def _some(rows: list[int], n: int = 5) -> str:
+    return ", ".join(map(str, rows[:n])) + (", ..." if len(rows) > n else "")
 
 
 def _with_row(r: FileRecord, row: int) -> FileRecord:

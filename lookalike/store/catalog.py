@@ -2,8 +2,10 @@
 
 ``status`` is ``ok`` (the file has a vector at ``row`` of the vector file) or
 ``skipped`` (``reason`` is a :class:`lookalike.decode.SkipReason` value and
-``detail`` the decoder's message). ``meta`` holds the schema version and
-``n_rows``, the number of committed vector rows.
+``detail`` the decoder's message). ``meta`` holds the schema version,
+``n_rows``, the number of committed vector rows, and ``index_id``, a random
+identity given to the index when it is made (or first opened by a writer) that
+the search structure's record names (see :mod:`lookalike.ann`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator
+
+from ..roots import Root
+from .manifest import IndexDamaged
 
 CATALOG_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS root_identity (
+    path TEXT PRIMARY KEY, real TEXT NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
@@ -61,6 +70,16 @@ class FileRecord:
 
 _COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, reason, detail, row"
 
+#: A keypoints row as :meth:`lookalike.local.Features.to_blobs` writes it: n (x, y) float32
+#: pairs and n 128-byte descriptors, and the image's size.
+_KEYPOINTS_SOUND = (
+    "typeof(xy) = 'blob' AND typeof(descriptors) = 'blob' AND length(xy) % 8 = 0"
+    " AND length(descriptors) % 128 = 0 AND length(xy) / 8 = length(descriptors) / 128"
+    " AND typeof(width) = 'integer' AND typeof(height) = 'integer' AND width > 0 AND height > 0"
+)
+#: An ``ok`` file whose row is not a vector row number.
+_NO_ROW = "(row IS NULL OR typeof(row) != 'integer' OR row < 0)"
+
 
 class Catalog:
     def __init__(self, path: str, *, readonly: bool = False):
@@ -73,8 +92,8 @@ class Catalog:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(_SCHEMA)
                 self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0')",
-                    (str(CATALOG_VERSION),),
+                    "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0'), ('index_id', ?)",
+                    (str(CATALOG_VERSION), uuid.uuid4().hex),
                 )
             except sqlite3.OperationalError as e:  # a read-only file, folder or file system
                 self.db.close()
@@ -90,7 +109,63 @@ class Catalog:
 
     # -- reads -------------------------------------------------------------
     def n_rows(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()[0])
+        """The number of committed vector rows; :class:`IndexDamaged` if ``meta`` holds no such number."""
+        n = self.stored_n_rows()
+        if n is None:
+            directory = os.path.dirname(self.path)
+            raise IndexDamaged(f"{self.path} is damaged: {self.n_rows_problem()}; "
+                               f"`lookalike check --repair {directory}` repairs it")
+        return n
+
+    def stored_n_rows(self) -> int | None:
+        """``n_rows`` as stored, or ``None`` when it is missing or not a whole number >= 0."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()
+        try:
+            n = int(row[0]) if row is not None and isinstance(row[0], (str, int)) else None
+        except ValueError:
+            return None
+        return n if n is not None and n >= 0 else None
+
+    def n_rows_problem(self) -> str | None:
+        """What is wrong with the stored ``n_rows`` (``None``: nothing)."""
+        if self.stored_n_rows() is not None:
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key='n_rows'").fetchone()
+        return f"its vector row count (n_rows) is {'missing' if row is None else repr(row[0])}, not a number of rows"
+
+    def identity(self) -> str | None:
+        """The index's random identity (``None`` in a read-only catalog made before identities)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='index_id'").fetchone()
+        return str(row[0]) if row else None
+
+    def rows_in_use(self) -> tuple[int, int]:
+        """``(rows, unnumbered)``: 1 + the largest vector row an ``ok`` file or a keypoints entry
+        uses (0 when none), and the number of ``ok`` files without a valid row number."""
+        used, unnumbered = self.db.execute(
+            f"SELECT max(CASE WHEN {_NO_ROW} THEN -1 ELSE row END), sum({_NO_ROW})"
+            " FROM files WHERE status='ok'"
+        ).fetchone()
+        (keypoints,) = self.db.execute("SELECT max(row) FROM keypoints").fetchone()
+        rows = max(-1 if used is None else used, -1 if keypoints is None else keypoints) + 1
+        return rows, unnumbered or 0
+
+    def paths_without_rows(self, n_rows: int) -> list[str]:
+        """``ok`` files whose vector row is not one of the first ``n_rows``."""
+        q = f"SELECT path FROM files WHERE status='ok' AND ({_NO_ROW} OR row >= ?) ORDER BY path"
+        return [p for (p,) in self.db.execute(q, (n_rows,))]
+
+    def bad_keypoint_rows(self) -> list[int]:
+        """Vector rows whose stored keypoints are not what :meth:`keypoints` can decode."""
+        return [r for (r,) in self.db.execute(f"SELECT row FROM keypoints WHERE NOT ({_KEYPOINTS_SOUND}) ORDER BY row")]
+
+    def paths_at_rows(self, rows: Iterable[int]) -> list[str]:
+        rows = sorted({int(r) for r in rows})
+        out = []
+        for start in range(0, len(rows), 500):
+            part = rows[start : start + 500]
+            q = f"SELECT path FROM files WHERE row IN ({','.join('?' * len(part))})"
+            out += [p for (p,) in self.db.execute(q, part)]
+        return sorted(out)
 
     def version(self) -> int:
         return int(self.db.execute("SELECT value FROM meta WHERE key='catalog_version'").fetchone()[0])
@@ -131,13 +206,26 @@ class Catalog:
     def roots(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM roots ORDER BY path")]
 
+    def root_records(self) -> list[Root]:
+        """Every root with the real path and identity recorded when it was last indexed
+        (``real`` is None for roots an older lookalike recorded)."""
+        try:
+            known = {p: (r, d, i) for p, r, d, i in self.db.execute("SELECT path, real, dev, ino FROM root_identity")}
+        except sqlite3.OperationalError:  # a read-only catalog made before identities were recorded
+            known = {}
+        return [Root(p, *known.get(p, (None, None, None))) for p in self.roots()]
+
     def keypoints(self, rows: Iterable[int]) -> dict[int, tuple[int, int, bytes, bytes]]:
-        """Stored local features by vector row: ``row -> (width, height, xy, descriptors)``."""
+        """Stored local features by vector row: ``row -> (width, height, xy, descriptors)``.
+
+        Damaged entries (see :meth:`bad_keypoint_rows`) are left out: such a file has no keypoints.
+        """
         rows = sorted({int(r) for r in rows})
         out = {}
         for start in range(0, len(rows), 500):
             part = rows[start : start + 500]
-            q = f"SELECT row, width, height, xy, descriptors FROM keypoints WHERE row IN ({','.join('?' * len(part))})"
+            q = (f"SELECT row, width, height, xy, descriptors FROM keypoints"
+                 f" WHERE row IN ({','.join('?' * len(part))}) AND {_KEYPOINTS_SOUND}")
             for r, w, h, xy, d in self.db.execute(q, part):
                 out[r] = (w, h, xy, d)
         return out
@@ -157,7 +245,7 @@ class Catalog:
         renames: Iterable[tuple[str, FileRecord]] = (),
         deletes: Iterable[str] = (),
         n_rows: int | None = None,
-        root: str | None = None,
+        root: str | Root | None = None,
         keypoints: Iterable[tuple[int, int, int, bytes, bytes]] = (),
     ) -> None:
         """Apply a batch atomically: renamed, new or changed files, removed paths, row count,
@@ -191,12 +279,34 @@ class Catalog:
                 db.execute("DELETE FROM files WHERE path=?", (p,))
             db.executemany("INSERT OR REPLACE INTO keypoints VALUES (?,?,?,?,?)", keypoints)
             if n_rows is not None:
-                db.execute("UPDATE meta SET value=? WHERE key='n_rows'", (str(n_rows),))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('n_rows', ?)", (str(int(n_rows)),))
             if root is not None:
-                db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (root, now))
+                path = root.path if isinstance(root, Root) else root
+                db.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (path, now))
+                if isinstance(root, Root) and root.known:
+                    db.execute("INSERT OR REPLACE INTO root_identity VALUES (?, ?, ?, ?)",
+                               (path, root.real, root.dev, root.ino))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite has already rolled back after e.g. "database or disk is full"
+                db.execute("ROLLBACK")
+            raise
+
+    def forget(
+        self, *, paths: Iterable[str] = (), keypoint_rows: Iterable[int] = (), n_rows: int | None = None
+    ) -> None:
+        """Repair in one transaction: drop files' entries (the next run indexes them as new
+        files), drop keypoints entries, and set ``n_rows``."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+            db.executemany("DELETE FROM keypoints WHERE row=?", ((int(r),) for r in keypoint_rows))
+            if n_rows is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('n_rows', ?)", (str(int(n_rows)),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
 
