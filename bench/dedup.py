@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import DEFAULT_BENCH  # noqa: E402
 from lookalike import Index  # noqa: E402
-from lookalike.duplicates import candidates, default_threshold, group_pairs, keeper_rank  # noqa: E402
+from lookalike.grouping import candidates, default_threshold, group_pairs, keeper_rank  # noqa: E402
 
 
 def pair_count(sizes) -> int:

@@ -120,7 +120,7 @@ def run(size: int, dim: int, kinds: list[str], workdir: str, ef_values: list[int
             times, found = [], []
             for v in q:
                 t = time.perf_counter()
-                _, r = ann.search(v[None], 10, bitmap, 0, matrix)
+                _, r = ann.search_rows(v[None], 10, bitmap, 0, matrix)
                 times.append(1000 * (time.perf_counter() - t))
                 found.append(r[0])
             recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])

@@ -7,38 +7,65 @@
 ...     print(hit.rank, hit.score, hit.path)
 """
 
-__version__ = "0.1.0"
-
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, SkipReason  # noqa: E402
-from .extractors import Extractor, UnknownExtractor  # noqa: E402
-from .duplicates import DuplicateGroup, Member  # noqa: E402
-from .index import Index, IndexInfo, NoKeypoints, QueryError, QueryResult  # noqa: E402
-from .indexer import IndexInterrupted, IndexReport  # noqa: E402
-from .search import SearchResult  # noqa: E402
-from .store import ExtractorMismatch, IndexStoreError, IndexLocked, NotAnIndex  # noqa: E402
-from .backends import create_index, open_index  # noqa: E402
+from .actions import ActionsInterrupted, UndoLogError
+from .backends import create_index, open_index
+from .backends.milvus import MilvusError, MilvusUnavailable
+from .decode import DEFAULT_MAX_PIXELS, DecodeError, SkipReason
+from .duplicates import DuplicateGroup, Member
+from .errors import LookalikeError, NotTrained, PathNotFound, UsageError
+from .evaluate import LayoutError
+from .extractors import Extractor, UnknownExtractor
+from .index import Index, IndexInfo, NoKeypoints, QueryError, QueryResult
+from .indexer import IndexInterrupted, IndexReport
+from .roots import RootError
+from .search import SearchResult
+from .store import (
+    ExtractorMismatch,
+    IndexDamaged,
+    IndexLocked,
+    IndexReadOnly,
+    IndexStoreError,
+    NotAnIndex,
+    SchemaTooNew,
+)
+from .verify import LocalSettingsError
+from .version import __version__
 
 __all__ = [
     "__version__",
+    "ActionsInterrupted",
     "DEFAULT_MAX_PIXELS",
     "DecodeError",
     "DuplicateGroup",
     "Extractor",
     "ExtractorMismatch",
     "Index",
-    "IndexStoreError",
+    "IndexDamaged",
     "IndexInfo",
     "IndexInterrupted",
     "IndexLocked",
+    "IndexReadOnly",
     "IndexReport",
+    "IndexStoreError",
+    "LayoutError",
+    "LocalSettingsError",
+    "LookalikeError",
     "Member",
-    "NotAnIndex",
+    "MilvusError",
+    "MilvusUnavailable",
     "NoKeypoints",
+    "NotAnIndex",
+    "NotTrained",
+    "PathNotFound",
     "QueryError",
     "QueryResult",
+    "RootError",
+    "SchemaTooNew",
     "SearchResult",
     "SkipReason",
+    "UndoLogError",
     "UnknownExtractor",
+    "UsageError",
     "create_index",
     "open_index",
 ]

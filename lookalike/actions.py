@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import fsops
+from .errors import LookalikeError, UsageError
 from .roots import Root, RootError, is_below, open_parent
 from .sources import SKIP_MARKER  # written into move destinations: never indexed
 
@@ -52,11 +53,11 @@ MAX_LOG_BYTES = 1 << 30
 OPS = ("move", "symlink", "delete")
 
 
-class UndoLogError(ValueError):
+class UndoLogError(LookalikeError, ValueError):
     """An undo log that cannot be trusted or read."""
 
 
-class ActionsInterrupted(Exception):
+class ActionsInterrupted(LookalikeError):
     def __init__(self, log_path: str | None, done: int):
         super().__init__(f"interrupted after {done} actions")
         self.log_path, self.done = log_path, done
@@ -116,7 +117,7 @@ def _inspect(path: str, roots: Sequence[Root], rec) -> tuple[tuple[int, int, int
 def destination(base: str, root: Root, path: str) -> str:
     """``base/<real path of the file>``: one place per file, roots with the same name kept apart."""
     rel = os.path.relpath(path, root.path)
-    real = root.real if rel == "." else os.path.join(root.real, rel)
+    real = root.base if rel == "." else os.path.join(root.base, rel)  # base: the real path (roots here are known)
     return os.path.join(base, real.lstrip(os.sep))
 
 
@@ -124,16 +125,16 @@ def plan_actions(index, groups: Iterable, op: str, dest: str | None = None) -> l
     """What ``op`` would do to each non-keeper, with a ``skip`` reason where it must not.
     Changes nothing; :func:`apply_actions` checks everything again right before acting."""
     if op not in OPS:
-        raise ValueError(f"unknown action {op!r}")
+        raise UsageError(f"unknown action {op!r}")
     if op in ("move", "symlink") and not dest:
-        raise ValueError(f"{op} needs a destination folder")
+        raise UsageError(f"{op} needs a destination folder")
     catalog = index.store.catalog
     roots = catalog.root_records()
     base = os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(dest)))) if dest else None
     if base is not None:
         for r in roots:
             if r.known and os.path.isdir(r.real) and is_below(r.real, base):
-                raise ValueError(f"the destination {base} contains the indexed folder {r.path}; choose another")
+                raise UsageError(f"the destination {base} contains the indexed folder {r.path}; choose another")
     actions = []
     for g in groups:
         for m in g.others:
@@ -213,7 +214,7 @@ class Journal:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | fsops.NOFOLLOW | os.O_APPEND, 0o600)
         except FileExistsError:
-            raise ValueError(f"undo log {path} exists already; choose a new name") from None
+            raise UsageError(f"undo log {path} exists already; choose a new name") from None
         journal = cls(os.path.abspath(path), fd, key)
         journal.write({"lookalike_undo_log": LOG_VERSION, **header})
         return journal
@@ -279,17 +280,17 @@ def read_log(log_path: str) -> tuple[dict, list[dict]]:
     actions: dict[int, dict] = {}
     header = {**header, "_last_mac": prev, "_undone": False}
     for rec in records[1:]:
-        n = rec.get("n")
-        if not isinstance(n, int):
+        num = rec.get("n")
+        if not isinstance(num, int):
             raise UndoLogError(f"{not_ours} (a record without a number)")
         if rec.get("state") == "undone":  # a later undo put everything back
             header["_undone"] = True
         elif rec.get("state") == "intent":
-            actions[n] = dict(rec)
-        elif n in actions:
-            actions[n]["state"] = rec.get("state")
+            actions[num] = dict(rec)
+        elif num in actions:
+            actions[num]["state"] = rec.get("state")
             if "error" in rec:
-                actions[n]["error"] = rec["error"]
+                actions[num]["error"] = rec["error"]
     return header, [actions[n] for n in sorted(actions)]
 
 
@@ -345,7 +346,7 @@ def apply_actions(index, actions: Iterable[Action], log_path: str | None = None)
     ops = {a.op for a in todo}
     bases = {a.base for a in todo}
     if len(ops) != 1 or len(bases) != 1:
-        raise ValueError("one run does one kind of action into one destination")
+        raise UsageError("one run does one kind of action into one destination")
     op, base = ops.pop(), bases.pop()
     store = index.store
     index_dir = os.path.realpath(str(store.directory))
@@ -360,6 +361,7 @@ def apply_actions(index, actions: Iterable[Action], log_path: str | None = None)
                                  log_path)
         try:
             for n, a in enumerate(todo):
+                assert a.ident is not None  # set on every action that is not skipped
                 entry = {"n": n, "state": "intent", "op": a.op, "path": a.path, "keeper": a.keeper,
                          "dest": a.dest, "ident": list(a.ident)}
                 _hook("before_intent", n)
@@ -406,6 +408,7 @@ def _check(fd: int, name: str, ident: tuple, what: str) -> None:
 
 
 def _act(a: Action, roots: Sequence[Root], n: int) -> None:
+    assert a.ident is not None and a.keeper_ident is not None  # set on every action that is not skipped
     try:
         fd, name, _ = open_parent(a.path, roots)
     except RootError as e:
@@ -431,6 +434,7 @@ def _act(a: Action, roots: Sequence[Root], n: int) -> None:
                 raise _Refused("changed while it was being deleted; left in place")
             os.unlink(staged, dir_fd=fd)
             return
+        assert a.dest is not None and a.base is not None  # moves and symlinks are planned with both
         parts = os.path.relpath(a.dest, a.base).split(os.sep)
         dfd = fsops.open_dir(a.base, parts[:-1], create=True)
         try:
@@ -566,7 +570,7 @@ def _undo_one(e: dict, roots: Sequence[Root], base: str | None) -> Outcome:
                     os.unlink(name, dir_fd=fd)
                     _hook("undo_unlinked", n)
                 elif stat.S_ISREG(here.st_mode) and fsops.identity(here)[2:] == ident[2:]:
-                    if dest_ok and _same_content(fd, name, dfd, dname, here, there):
+                    if dest_ok and dfd is not None and there is not None and _same_content(fd, name, dfd, dname, here, there):
                         os.unlink(dname, dir_fd=dfd)  # a leftover second name or copy of the same file
                     return Outcome(True, f"in place: {path}")
                 else:
@@ -574,6 +578,7 @@ def _undo_one(e: dict, roots: Sequence[Root], base: str | None) -> Outcome:
             if not dest_ok:
                 what = "is gone" if there is None else "is not the file that was moved there"
                 return Outcome(False, f"skipped {path}: {dest} {what}")
+            assert dfd is not None and there is not None  # dest_ok says so
             try:
                 fsops.rename_noreplace(dfd, dname, fd, name)
             except OSError as err:

@@ -29,8 +29,12 @@ import math
 import os
 import stat
 
+import logging
+
 import numpy as np
 
+from .errors import LookalikeError, UsageError
+from .search import LiveSet, SearchResult, VectorSearch, hits_from_rows
 from .store.manifest import (
     ANN_KINDS as KINDS,
     ANN_NAME as FILE_NAME,
@@ -50,7 +54,7 @@ SAMPLES = 64
 _BLOCK = 4096
 
 
-class AnnRejected(Exception):
+class AnnRejected(LookalikeError):
     """``ann.faiss`` does not fit this index; the message says why (it is then rebuilt)."""
 
 
@@ -65,13 +69,13 @@ def _faiss():
 def resolve(kind: str, n: int) -> str:
     """The concrete kind for ``kind`` (maybe ``auto``) and ``n`` vectors."""
     if kind not in KINDS:
-        raise ValueError(f"unknown ANN kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise UsageError(f"unknown ANN kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind != "auto":
         return kind
     return "exact" if n < HNSW_FROM else "hnsw" if n < IVF_FROM else "ivfpq"
 
 
-class AnnIndex:
+class AnnIndex(VectorSearch):
     """A FAISS index over vector rows. ``metric``: ``cosine`` (inner product) or ``hamming``."""
 
     #: HNSW candidate-list size at search time: higher = better recall, slower.
@@ -191,8 +195,36 @@ class AnnIndex:
         return cls(index, kind, metric)
 
 
-    # -- search -------------------------------------------------------------------------
-    def search(
+    # -- search (the VectorSearch interface) --------------------------------------------
+    _live: LiveSet | None = None
+    _bitmap: tuple[np.ndarray, int] | None = None  # (live rows bitmap, dead row count)
+
+    def update(self, live: LiveSet) -> bool:
+        """Add the rows committed since it was built or saved; rows no file of ``live`` uses
+        are dead (left in the structure, never returned). ``True`` if rows were added."""
+        grew = self.ntotal < len(live.matrix)
+        if grew:
+            self.extend(live.matrix)
+        if live is not self._live:
+            distinct = np.unique(live.rows)
+            self._live = live
+            self._bitmap = (live_bitmap(distinct, len(live.matrix)), len(live.matrix) - len(distinct))
+        return grew
+
+    def hits(self, queries: np.ndarray, k: int | None) -> list[list[SearchResult]]:
+        live, held = self._live, self._bitmap
+        if live is None or held is None:
+            raise RuntimeError("AnnIndex.hits needs update(live) first")
+        q = np.atleast_2d(queries)
+        if not len(live.rows):
+            return [[] for _ in q]
+        k = len(live.rows) if k is None else k
+        bitmap, dead = held
+        scores, rows = self.search_rows(q, k, bitmap, dead, live.matrix)
+        bits = self.index.d if self.metric == "hamming" else 0
+        return hits_from_rows(live, scores, rows, k, self.metric, bits)
+
+    def search_rows(
         self, queries: np.ndarray, k: int, live_bitmap: np.ndarray, n_dead: int, matrix: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, rows)``, each ``(q, k)``, best first; ``rows`` -1 where fewer found.
@@ -224,6 +256,44 @@ class AnnIndex:
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
             scores, rows = self.index.search(q, k, params=params)
         return scores, rows
+
+
+log = logging.getLogger("lookalike")
+
+
+def open_search(store, live: LiveSet, current: AnnIndex | None = None, *, save: bool = False) -> AnnIndex | None:
+    """The FAISS structure of ``store`` (an :class:`~lookalike.store.IndexStore`) brought up
+    to date with the snapshot ``live``; ``None`` when the index searches exactly.
+
+    ``current`` (the structure already in memory) is reused when it is of the right
+    kind; otherwise ``ann.faiss`` is loaded, or built when it is missing or does not fit
+    (damaged, copied from elsewhere, of another kind: with a note through the
+    ``lookalike`` logger). Rows committed since are added. ``save=True`` writes it back
+    when it changed (taking the writer lock).
+    """
+    kind = resolve(store.manifest.ann, len(live.rows))
+    if kind == "exact":
+        return None
+    metric = store.manifest.metric
+    directory = str(store.directory)
+    if current is None or current.kind != kind:
+        try:
+            current = AnnIndex.load(directory, kind, metric, store.matrix(), store.catalog.identity())
+        except AnnRejected as e:
+            later = "" if save else f" (the next `lookalike index` or `lookalike check --repair {directory}` saves it)"
+            log.warning("%s; rebuilding it%s", e, later)
+            current = None
+        if current is not None and current.ntotal > len(live.matrix):
+            current = None  # saved by a writer after this snapshot of the rows: build from the snapshot
+    changed = current is None
+    if current is None:
+        current = AnnIndex.build(kind, metric, live.matrix)
+    changed = current.update(live) or changed
+    if save and changed:
+        with store.writing():
+            current.save(directory, store.matrix(), store.catalog.identity())
+            store.note_file(FILE_NAME, "ann")
+    return current
 
 
 def problem(directory: str, metric: str, matrix: np.ndarray, identity: str | None) -> str | None:
@@ -286,9 +356,10 @@ def _open_checked(directory: str, metric: str, matrix: np.ndarray, identity: str
             f.close()
             raise AnnRejected(f"{path} is not a regular file")
         if record is not None:
-            why = _mismatch(record, f, metric, matrix, identity)
-            if why is None:
+            mismatch = _mismatch(record, f, metric, matrix, identity)
+            if mismatch is None:
                 return f, record
+            why = mismatch
         f.close()
     raise AnnRejected(f"{path} {why}")
 

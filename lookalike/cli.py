@@ -12,13 +12,13 @@ from contextlib import contextmanager
 
 import click
 
-from . import __version__, decode
+from . import decode
+from .errors import LookalikeError
 from .extractors import registry
-from .extractors.keypoints import NotTrained
-from .index import Index, QueryError
+from .index import Index
 from .indexer import IndexInterrupted, IndexReport
 from .sources import walk
-from .store import IndexStoreError
+from .version import __version__
 
 
 class _NoteHandler(logging.Handler):
@@ -41,7 +41,7 @@ def _errors():
     """Turn expected failures into one clear line on stderr and exit status 1."""
     try:
         yield
-    except (IndexStoreError, registry.UnknownExtractor, QueryError, NotTrained, FileNotFoundError, ValueError) as e:
+    except LookalikeError as e:
         raise click.ClickException(str(e)) from None
     except sqlite3.Error as e:  # e.g. "database or disk is full"
         raise click.ClickException(f"index catalog: {e}") from None
@@ -246,7 +246,10 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
             from .explain import explain_match
 
             best = results[0].hits[0]
-            pixels, match = ix.verify_pair(query, best.path)
+            if best.match is not None:  # kept by the search: no second verification
+                pixels, match = ix.query_pixels(query), best.match
+            else:
+                pixels, match = ix.verify_pair(query, best.path)
             path = explain_match(pixels, best.path, match, explain)
             click.echo(f"explanation ({match.inliers} inliers): {path}", err=True)
         if failed == len(results) and results:
@@ -380,9 +383,9 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
         except act.ActionsInterrupted as e:
             raise click.ClickException(f"interrupted after {e.done} actions; every change is in the undo log "
                                        f"{e.log_path}") from None
-        failed = [e for e in entries if e.get("error")]
-        for e in failed:
-            click.echo(f"not done {e['path']}: {e['error']}", err=True)
+        failed = [entry for entry in entries if entry.get("error")]
+        for entry in failed:
+            click.echo(f"not done {entry['path']}: {entry['error']}", err=True)
         click.echo(f"{op}: {len(entries) - len(failed)} done, {len(failed)} not done, "
                    f"{len(actions) - len(todo)} skipped; undo log: {log_path or '-'}"
                    + (" (deletions cannot be undone)" if op == "delete" else ""), err=True)
@@ -448,7 +451,7 @@ def check(index_dir, repair, **backend):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @backend_options
-def eval_command(folder, extractor, index_dir, ks, limit, verify, augment, jobs, as_json, quiet, **backend):
+def eval_command(folder, extractor, index_dir, ks, limit, verify, augment, jobs, as_json, quiet, **backend) -> None:
     """Measure retrieval on FOLDER: a benchmark folder (originals/, distractors/, queries/,
     ground_truth.csv, labels.csv) or one subfolder per class (root/cat/*.jpg, root/dog/*.jpg)."""
     from .evaluate import evaluate

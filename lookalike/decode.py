@@ -22,6 +22,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import LookalikeError
+
 #: Default pixel limit (width x height, as declared in the file header).
 #: Larger images are refused as likely decompression bombs; raise it with
 #: ``max_pixels=`` (Python) or ``--max-pixels`` (CLI).
@@ -44,7 +46,7 @@ class SkipReason(str, enum.Enum):
     DECODE_ERROR = "decode_error"  # the decoder failed for another reason
 
 
-class DecodeError(Exception):
+class DecodeError(LookalikeError):
     """A file could not be turned into pixels; ``reason`` says why."""
 
     def __init__(self, reason: SkipReason, detail: str = ""):
@@ -250,7 +252,7 @@ def _allow_up_to(max_pixels: int) -> None:
 
 
 def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     width, height = img.size
     if width <= 0 or height <= 0:
         raise DecodeError(SkipReason.DECODE_ERROR, f"invalid size {width}x{height}")

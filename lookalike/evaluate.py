@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import decode
+from .errors import LookalikeError, PathNotFound, UsageError
 from .extractors import Extractor, registry
 from .sources import is_image_name, walk
 
@@ -167,7 +168,7 @@ def even_sample(items: Sequence, n: int | None) -> list:
 
 
 # -- layouts --------------------------------------------------------------------
-class LayoutError(ValueError):
+class LayoutError(LookalikeError, ValueError):
     """The folder is in neither accepted layout; the message says what is expected."""
 
 
@@ -198,7 +199,7 @@ def detect_layout(folder: str | os.PathLike) -> str:
     """:data:`BENCHMARK` or :data:`CLASSES`; raises :class:`LayoutError` (or ``FileNotFoundError``)."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {folder}")
+        raise PathNotFound(f"not a folder: {folder}")
     if (root / "ground_truth.csv").is_file():
         if not (root / "originals").is_dir():
             raise LayoutError(f"{folder} has ground_truth.csv but no originals/ folder; {LAYOUTS_HELP}")
@@ -272,7 +273,7 @@ class EvalReport:
         lines.append("")
         if self.recall:
             header = ["transform", *(f"R@{k}" for k in self.ks)]
-            rows = [[t, *(_num(r.get(f"R@{k}")) for k in self.ks)] for t, r in self.recall.items()]
+            rows: list[list[Any]] = [[t, *(_num(r.get(f"R@{k}")) for k in self.ks)] for t, r in self.recall.items()]
             lines += _table(header, rows) + [""]
         if self.precision:
             header = ["class", "images", "queries", "AP", *(f"P@{k}" for k in self.ks)]
@@ -367,7 +368,7 @@ def evaluate(
     options = dict(search_options or {})
     ks = sorted(set(ks)) if ks else ([1, 10] if layout == BENCHMARK else [1, 5, 10])
     if ks[0] < 1:
-        raise ValueError("k must be at least 1")
+        raise UsageError("k must be at least 1")
     say = progress or (lambda stage, done, total: None)
     if layout == BENCHMARK:
         gallery_roots = [os.path.join(root, g) for g in GALLERY_FOLDERS if os.path.isdir(os.path.join(root, g))]
@@ -398,6 +399,7 @@ def evaluate(
         if layout == BENCHMARK:
             _run_benchmark(ix, root, out, options, limit, say)
         else:
+            assert classes is not None  # found with the layout
             _run_classes(ix, root, classes, out, options, limit, say)
     out.timing = {**timing, **out.timing, "total_seconds": time.perf_counter() - started}
     return out
@@ -449,7 +451,7 @@ def _check_search_options(ix, options: Mapping[str, Any]) -> None:
         return
     unknown = [name for name in options if name not in params]
     if unknown:
-        raise ValueError(f"this index's search does not support {', '.join(unknown)} "
+        raise UsageError(f"this index's search does not support {', '.join(unknown)} "
                          f"(it takes: {', '.join(n for n in params if n not in ('queries', 'k'))})")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import decode
-from .local import Match
+from .verify import Match
 
 HEIGHT = 480  # both images are drawn this tall
 PAD = 16

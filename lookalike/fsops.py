@@ -14,12 +14,14 @@ import ctypes
 import errno
 import os
 import stat
+from typing import Any
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _RENAME_NOREPLACE = 1
 PART_SUFFIX = ".lookalike-part"
 
+_renameat2: Any  # libc's renameat2, or None where there is none
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
     _renameat2 = _libc.renameat2

@@ -17,11 +17,13 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import decode, local
+from . import decode
+from .errors import LookalikeError, PathNotFound
+from .verify import detect as detect_keypoints
 from .extractors import Extractor, registry
 from .roots import Root, identify
 from .sources import FileEntry, content_hash, display_path, walk
@@ -31,6 +33,8 @@ from .store import FileRecord, IndexStore
 RETRY_REASONS = {"unreadable", "vanished", "too_large"}
 
 ProgressFn = Callable[[int, int], None]
+#: What :func:`_worker_init` is called with: extractor spec, max_pixels, known hashes, keypoints spec.
+WorkerArgs = tuple[dict, int, frozenset[str], dict | None]
 
 
 @dataclass
@@ -55,7 +59,7 @@ class IndexReport:
         return self.added + self.updated + self.renamed + self.reused + self.skipped
 
 
-class IndexInterrupted(Exception):
+class IndexInterrupted(LookalikeError):
     """Indexing stopped by Ctrl-C; everything committed before it is kept."""
 
     def __init__(self, report: IndexReport):
@@ -108,7 +112,7 @@ def _load(entry: FileEntry) -> tuple:
             return entry, digest, None, None, None, None, None, None
         img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"])
         prepared = extractor.prepare(img.pixels)
-        features = local.detect(img.pixels, _worker["local"], (img.width, img.height)) if _worker.get("local") else None
+        features = detect_keypoints(img.pixels, _worker["local"], (img.width, img.height)) if _worker.get("local") else None
         return entry, digest, img.width, img.height, prepared, None, None, features
     except decode.DecodeError as e:
         return entry, digest, None, None, None, e.reason.value, e.detail, None
@@ -121,7 +125,7 @@ def _load_chunk(entries: list[FileEntry]) -> list[tuple]:
 
 
 def _loaded(
-    entries: list[FileEntry], jobs: int, init_args: tuple, chunk: int = 8
+    entries: list[FileEntry], jobs: int, init_args: WorkerArgs, chunk: int = 8
 ) -> Iterator[tuple]:
     """Results of :func:`_load` in input order, from ``jobs`` worker processes.
 
@@ -180,7 +184,7 @@ def index_folder(
     root = os.path.abspath(os.fspath(root))
     report = IndexReport(root=display_path(root))
     if not os.path.exists(root):
-        raise FileNotFoundError(f"no such file or folder: {display_path(root)}")
+        raise PathNotFound(f"no such file or folder: {display_path(root)}")
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     spec = extractor.spec()
 
@@ -208,7 +212,7 @@ def index_folder(
         movable = {r.content_hash: r for r in missing.values() if r.status == "ok" and r.content_hash}
 
         if extractor.trainable and not extractor.is_trained() and todo:
-            _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset()))
+            _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset(), None))
         local_spec = store.manifest.local
         batch = _Batch(store, extractor, report, max_pixels, local_spec)
         total = len(todo)
@@ -242,7 +246,7 @@ def _root_record(root: str, key: str) -> Root | str:
     return Root(key, r.real, r.dev, r.ino)
 
 
-def _train(store: IndexStore, extractor: Extractor, todo: list[FileEntry], jobs: int, init_args: tuple) -> None:
+def _train(store: IndexStore, extractor: Extractor, todo: list[FileEntry], jobs: int, init_args: WorkerArgs) -> None:
     """Learn the extractor's state (e.g. a vocabulary) from an even sample of ``todo``."""
     n = min(len(todo), getattr(extractor, "train_images", 300))
     sample = [todo[round(i * (len(todo) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else todo[:1]
@@ -313,7 +317,7 @@ class _Batch:
                 return self.take((entry, digest, None, None, None, e.reason.value, e.detail, None),
                                  key, existing, {}, missing)
             prepared, width, height = self.extractor.prepare(img.pixels), img.width, img.height
-            features = local.detect(img.pixels, self.local_spec, (img.width, img.height)) if self.local_spec else None
+            features = detect_keypoints(img.pixels, self.local_spec, (img.width, img.height)) if self.local_spec else None
         self.records.append(FileRecord(None, **base, width=width, height=height, status="ok"))
         if digest:
             self.pending[digest] = len(self.prepared)

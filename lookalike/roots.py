@@ -23,11 +23,13 @@ import stat
 from dataclasses import dataclass
 from typing import Sequence
 
+from .errors import LookalikeError
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class RootError(OSError):
+class RootError(LookalikeError, OSError):
     """A path is not (or no longer) safely below one of the index's roots."""
 
 
@@ -73,7 +75,7 @@ def root_of(path: str, roots: Sequence[Root]) -> Root | None:
 
 def still_there(root: Root) -> bool:
     """The root's recorded real path is still the same folder (or file), not a symlink."""
-    if not root.known:
+    if root.real is None:  # not known (recorded by an older lookalike)
         return True
     try:
         st = os.lstat(root.real)
@@ -99,7 +101,7 @@ def open_parent(path: str, roots: Sequence[Root]) -> tuple[int, str, Root]:
     root = root_of(path, roots)
     if root is None:
         raise RootError("outside the index's roots")
-    if not root.known:
+    if root.real is None:  # not known (recorded by an older lookalike)
         raise RootError(f"its root {root.path} was indexed by an older lookalike; "
                         "run `lookalike index` on it again to record it")
     rel = os.path.relpath(path, root.path)

@@ -1,4 +1,17 @@
-"""Search stage: exact top-k over every live vector of an index.
+"""Search stage: top-k over an index snapshot, one interface for every structure.
+
+A :class:`LiveSet` is the snapshot (ids, paths, vector rows, the matrix), read
+in one consistent transaction. A :class:`VectorSearch` answers queries over it::
+
+    engine.update(live)        # take in rows committed since; rows no file uses are dead
+    engine.hits(queries, k)    # [[SearchResult, ...], ...]: best first, ties by path
+    engine.search(queries, k)  # (scores, ids): (q, k) arrays, id -1 where fewer than k
+    engine.save(...)           # persist it (FAISS); nothing to do for the others
+    engine.kind                # "exact", "hnsw", "ivfpq", "milvus ..."
+
+Implementations: :class:`ExactSearch` here (NumPy brute force, the reference the
+others are tested against), :class:`lookalike.ann.FaissSearch` (HNSW, IVF-PQ,
+binary) and :class:`lookalike.backends.milvus.MilvusSearch`.
 
 Cosine vectors are stored L2-normalised, so similarity is a dot product.
 Bit vectors are compared by Hamming distance and scored ``1 - d / bits``.
@@ -7,7 +20,10 @@ Results are ordered by score, ties broken by path, so output is deterministic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +43,9 @@ class SearchResult:
     distance: int | None = None  # Hamming distance in bits, for hash extractors
     inliers: int | None = None  # geometric verification: matched keypoints (0 = no model); None = not verified
     region: tuple[tuple[float, float], ...] | None = None  # query's outline projected into this image (pixels)
+    #: the verification result itself (a :class:`lookalike.verify.Match`), kept so that
+    #: drawing it (``search --explain``) need not verify again; not part of the result's value
+    match: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,16 @@ class LiveSet:
     paths: list[str]  # (m,) sorted ascending
     rows: np.ndarray  # (m,) int64 rows of the vector matrix
     matrix: np.ndarray  # (n_rows, width) all committed rows (memory-mapped)
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Path -> its position in this snapshot (built once per snapshot)."""
+        return {p: i for i, p in enumerate(self.paths)}
+
+    def row_of(self, path: str) -> int | None:
+        """The vector row of an indexed path in this snapshot (``None``: not indexed)."""
+        i = self.position.get(path)
+        return None if i is None else int(self.rows[i])
 
 
 def scores(live: LiveSet, queries: np.ndarray, metric: str, bits: int) -> np.ndarray:
@@ -93,3 +122,76 @@ def search_vectors(
             hits.append(SearchResult(rank, live.paths[i], s, int(live.ids[i]), dist))
         results.append(hits)
     return results
+
+
+def hits_from_rows(live: LiveSet, scores: np.ndarray, rows: np.ndarray, k: int, metric: str, bits: int):
+    """Vector rows found by a structure -> hits: each row expanded to the live files that
+    use it (copies share a row), best first, ties by path."""
+    order = np.argsort(live.rows, kind="stable")
+    sorted_rows = live.rows[order]
+    results: list[list[SearchResult]] = []
+    for q_scores, q_rows in zip(scores, rows):
+        entries: list[int] = []
+        entry_scores: list[float] = []
+        for s, r in zip(q_scores, q_rows):
+            if r < 0:
+                continue
+            lo, hi = np.searchsorted(sorted_rows, r, "left"), np.searchsorted(sorted_rows, r, "right")
+            for e in order[lo:hi]:
+                entries.append(int(e))
+                entry_scores.append(float(s))
+        if not entries:
+            results.append([])
+            continue
+        entries_arr = np.asarray(entries)
+        pick = np.lexsort((entries_arr, -np.asarray(entry_scores, np.float64)))[:k]
+        hits = []
+        for rank, j in enumerate(pick, 1):
+            e, s = entries[j], entry_scores[j]
+            dist = round((1.0 - s) * bits) if metric == "hamming" else None
+            hits.append(SearchResult(rank, live.paths[e], s, int(live.ids[e]), dist))
+        results.append(hits)
+    return results
+
+
+class VectorSearch(ABC):
+    """Top-k search over the live vectors of a snapshot (see the module docstring)."""
+
+    kind = "exact"
+
+    def update(self, live: LiveSet) -> bool:
+        """Follow the snapshot ``live``; ``True`` when the structure changed (worth saving)."""
+        return False
+
+    @abstractmethod
+    def hits(self, queries: np.ndarray, k: int | None) -> list[list[SearchResult]]:
+        """Top-``k`` hits per row of ``queries`` (``(q, width)``, as stored); ``k=None``: all."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)``, each ``(q, k)``, best first; ids are file ids (-1 where fewer)."""
+        found = self.hits(queries, k)
+        scores = np.full((len(found), k), -np.inf, np.float32)
+        ids = np.full((len(found), k), -1, np.int64)
+        for i, hits in enumerate(found):
+            for j, h in enumerate(hits[:k]):
+                scores[i, j], ids[i, j] = h.score, h.id
+        return scores, ids
+
+    def save(self, *args, **kwargs) -> None:
+        """Persist the structure; nothing to do unless it has a file of its own."""
+
+
+class ExactSearch(VectorSearch):
+    """Every live vector scored: the reference result."""
+
+    def __init__(self, live: LiveSet, metric: str, bits: int):
+        self.live, self.metric, self.bits = live, metric, bits
+
+    def update(self, live: LiveSet) -> bool:
+        self.live = live
+        return False
+
+    def hits(self, queries: np.ndarray, k: int | None) -> list[list[SearchResult]]:
+        if not len(self.live.rows):
+            return [[] for _ in np.atleast_2d(queries)]
+        return search_vectors(self.live, queries, k, self.metric, self.bits)

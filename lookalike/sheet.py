@@ -5,22 +5,13 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
-from . import decode
+from .thumbnails import square
 
 THUMB = 160
 LABEL = 34
 PAD = 8
-
-
-def _thumb(path: str, size: int) -> Image.Image:
-    try:
-        pixels = decode.decode_file(path, min_side=size).pixels
-        img = Image.fromarray(pixels)
-    except decode.DecodeError:
-        img = Image.new("RGB", (size, size), (200, 200, 200))
-    return ImageOps.pad(img, (size, size), color=(255, 255, 255))
 
 
 def contact_sheet(
@@ -45,7 +36,7 @@ def contact_sheet(
         cells = [(query, "query", None)] + [(p, f"{s:.3f}", hl) for p, s, hl in hits]
         for c, (path, label, highlight) in enumerate(cells):
             x = PAD + c * cell_w
-            sheet.paste(_thumb(path, thumb), (x, y))
+            sheet.paste(square(path, thumb), (x, y))
             if c == 0:
                 draw.rectangle([x - 2, y - 2, x + thumb + 1, y + thumb + 1], outline=(40, 90, 200), width=3)
             elif highlight:

@@ -24,7 +24,7 @@ def clustered(n, d, seed=0):
 def recall_at_10(ann, x, queries):
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
     bitmap = live_bitmap(np.arange(len(x)), len(x))
-    _, rows = ann.search(queries, 10, bitmap, 0, x)
+    _, rows = ann.search_rows(queries, 10, bitmap, 0, x)
     return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, rows)])
 
 
@@ -49,7 +49,7 @@ def test_dead_rows_are_never_returned():
     x = clustered(5_000, 64)
     ann = AnnIndex.build("hnsw", "cosine", x)
     live = np.arange(0, 5_000, 2)  # every odd row deleted
-    _, rows = ann.search(x[:50], 10, live_bitmap(live, 5_000), 2_500, x)
+    _, rows = ann.search_rows(x[:50], 10, live_bitmap(live, 5_000), 2_500, x)
     assert (rows % 2 == 0).all()
 
 
@@ -58,7 +58,7 @@ def test_binary_indexes_find_exact_matches():
     x = rng.integers(0, 256, (3_000, 8), dtype=np.uint8)
     for kind in ("exact", "hnsw", "ivfpq"):
         ann = AnnIndex.build(kind, "hamming", x)
-        scores, rows = ann.search(x[:20], 1, live_bitmap(np.arange(3_000), 3_000), 0, x)
+        scores, rows = ann.search_rows(x[:20], 1, live_bitmap(np.arange(3_000), 3_000), 0, x)
         assert (rows[:, 0] == np.arange(20)).all() and (scores[:, 0] == 1.0).all(), kind
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from lookalike import DuplicateGroup, ExtractorMismatch, Index, Member
 from lookalike.actions import read_log
-from lookalike.duplicates import DEFAULT_THRESHOLDS, group_pairs, plan_actions
+from lookalike.duplicates import DEFAULT_THRESHOLDS, group_pairs, keeper_rank, plan_actions
 
 from .conftest import DEMO
 
@@ -107,6 +107,31 @@ def test_phash_finds_exact_and_near_copies(tmp_path):
         ix.add(folder, jobs=1)
         groups = ix.duplicates()
     assert sorted(map(sorted, ({m.path for m in g.members} for g in groups))) == sorted(map(sorted, expected))
+
+
+def test_keeper_rank_orders_by_resolution_size_age_then_path():
+    area, size, mtime = np.array([100, 200, 200, 200, 200]), np.array([9, 5, 7, 7, 7]), np.array([0, 0, 3, 2, 2])
+    rank = keeper_rank(area, size, mtime, ["e", "d", "c", "b", "a"])
+    assert np.argsort(rank).tolist() == [4, 3, 2, 1, 0]
+    assert np.argsort(keeper_rank(area, size, mtime)).tolist() == [3, 4, 2, 1, 0]  # no paths: node order
+
+
+def test_the_keeper_is_the_one_keeper_rank_ranks_first(tmp_path):
+    folder = tmp_path / "photos"
+    planted(folder, rotations=False)
+    # rocket.jpg and rocket_copy.jpg are the same bytes; with the same mtime only the path is left
+    same = os.stat(folder / "rocket.jpg").st_mtime_ns
+    os.utime(folder / "rocket_copy.jpg", ns=(same, same))
+    with Index.create(tmp_path / "idx", extractor="phash") as ix:
+        ix.add(folder, jobs=1)
+        groups = ix.duplicates()
+    assert len(groups) == 3
+    for g in groups:
+        ms = g.members
+        rank = keeper_rank(np.array([m.width * m.height for m in ms]), np.array([m.size for m in ms]),
+                           np.array([m.mtime_ns for m in ms]), [m.path for m in ms])
+        assert ms[int(np.argmin(rank))] is g.keeper
+    assert {os.path.basename(g.keeper.path) for g in groups} == {"cat.jpg", "coffee.jpg", "rocket.jpg"}
 
 
 def test_threshold_override(cnn_dups):

@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 
 from PIL import Image  # noqa: E402
 
-from lookalike import Index, local  # noqa: E402
+from lookalike import Index, verify as local  # noqa: E402  (lookalike.local is now lookalike.verify)
 
 from .conftest import DEMO, ODD, make_pattern_images, png_bomb  # noqa: E402
 from .live_server import LiveServer, raw_request  # noqa: E402
@@ -119,6 +119,70 @@ def test_search_by_id(client, gallery):
     # every hit can be searched from in turn (what a click on the page does)
     for hit in body["hits"]:
         assert client.get(f"/api/search/{hit['id']}?k=1").json()["hits"][0]["id"] == hit["id"]
+
+
+# search by id goes through the index's own search, as `lookalike search` does: the ANN
+# structure of a local index, the whole collection of a Milvus one
+def _cli(*args) -> str:
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", *map(str, args)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _cli_hits(folder, k: int, *where) -> dict[str, list[dict]]:
+    """``lookalike search FOLDER ... --json``: each image's hits, by its path."""
+    lines = _cli("search", folder, *where, "-k", k, "--json").splitlines()
+    return {obj["query"]: obj["results"] for obj in map(json.loads, lines)}
+
+
+def _same_hits(api: list[dict], cli: list[dict]) -> None:
+    assert [(h["path"], h["id"], h["score"]) for h in api] == [(h["path"], h["id"], h["score"]) for h in cli]
+
+
+def test_search_by_id_uses_the_ann_structure(tmp_path):
+    folder = tmp_path / "in"
+    paths = make_pattern_images(folder, 40)
+    shutil.copy(paths[3], folder / "img0003-copy.jpg")  # one vector row, two files
+    idx = tmp_path / "idx"
+    _cli("index", folder, "--index", idx, "-e", "phash", "--ann", "hnsw", "-j", "1", "-q")
+    with Index.open(idx) as ix:
+        assert ix.ann_kind() == "hnsw"
+    k = 8
+    expected = _cli_hits(folder, k, "--index", idx)
+    assert len(expected) == 41
+    with LiveServer(idx) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        for path, want in expected.items():
+            file_id = next(h["id"] for h in want if h["path"] == path)
+            body = c.get(f"/api/search/{file_id}", params={"k": k}).json()
+            assert body["query"]["path"] == path and len(body["hits"]) == k
+            _same_hits(body["hits"], want)
+
+
+def test_search_by_id_on_milvus_searches_the_whole_collection(tmp_path, tmp_path_factory):
+    from lookalike.backends import path_id, shard_filter
+
+    from .test_backends import milvus_lite_problem
+
+    problem = milvus_lite_problem(tmp_path_factory)
+    if problem:
+        pytest.skip(problem)
+    folder = tmp_path / "in"
+    make_pattern_images(folder, 24)
+    db = tmp_path / "m.db"
+    for shard in ("0/2", "1/2"):  # two indexers fill one collection, each with its own local catalog
+        _cli("index", folder, "--milvus", db, "--shard", shard, "-e", "phash", "-j", "1", "-q")
+    local_catalog = f"{db}.lookalike/lookalike.shard-0-of-2"
+    k = 10
+    expected = _cli_hits(folder, k, "--milvus", db, "--index", local_catalog)
+    mine = [p for p in expected if shard_filter((0, 2))(p)]
+    assert 0 < len(mine) < 24
+    with LiveServer(local_catalog, "--milvus", db) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        for path in mine:
+            body = c.get(f"/api/search/{path_id(path)}", params={"k": k}).json()
+            assert body["query"]["path"] == path and body["hits"][0]["path"] == path
+            _same_hits(body["hits"], expected[path])
+            assert any(h["path"] not in mine for h in body["hits"])  # files only the collection knows
 
 
 def test_k_bounds(client, gallery):

@@ -11,16 +11,20 @@ by the location:
   a Milvus server or cluster (``token=`` for authentication).
 
 Nothing heavy is imported here: ``pymilvus`` only when a Milvus URI is opened.
-This module also holds the file-id scheme shared by the Milvus collection and
-``--shard``: :func:`path_id`, a stable 63-bit id derived from a file's path,
-so that processes on different machines never hand out the same id.
+The file-id scheme shared by the Milvus collection and ``--shard``
+(:func:`path_id`, :func:`shard_filter`) lives in :mod:`lookalike.shards` and is
+re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..shards import parse_shard, path_id, shard_filter  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    from ..index import Index
 
 __all__ = ["open_index", "create_index", "is_milvus_uri", "path_id", "parse_shard", "shard_filter"]
 
@@ -38,47 +42,6 @@ def is_server_uri(location: str | os.PathLike) -> bool:
     return isinstance(text, str) and text.startswith(_SERVER_SCHEMES)
 
 
-def path_id(path: str) -> int:
-    """A stable id in ``[0, 2**63)`` for a file path (as the catalog stores it).
-
-    The first 8 bytes of the path's BLAKE2b digest with the top bit cleared:
-    the same on every machine and in every process, so shards need no
-    coordination to keep ids apart. Two of a billion paths collide with
-    probability about 5%; of a million, about 5e-8.
-    """
-    digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    if isinstance(text, tuple):
-        i, n = text
-    else:
-        try:
-            i_text, n_text = str(text).split("/")
-            i, n = int(i_text), int(n_text)
-        except ValueError:
-            raise ValueError(f"--shard must look like I/N (e.g. 0/4), not {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard {i}/{n}: need N >= 1 and 0 <= I < N")
-    return int(i), int(n)
-
-
-def shard_filter(shard: tuple[int, int] | None) -> Callable[[str], bool] | None:
-    """A predicate on catalog paths that keeps the files of shard ``(I, N)``: ``path_id % N == I``.
-
-    Every file belongs to exactly one shard, whoever computes it, so N indexers
-    given the same folders index disjoint parts of them and together all of it.
-    """
-    if shard is None or shard[1] == 1:
-        return None
-    i, n = shard
-    return lambda path: path_id(path) % n == i
-
-
 def open_index(
     location: str | os.PathLike,
     extractor: Any = None,
@@ -89,7 +52,7 @@ def open_index(
     local: str | os.PathLike | None = None,
     shard: tuple[int, int] | None = None,
     **kw: Any,
-):
+) -> Index:
     """Open the index at ``location`` (a folder or a Milvus URI); ``create=True`` makes it if new.
 
     ``extractor``: checked against the stored one (``ExtractorMismatch``);
@@ -121,6 +84,6 @@ def _default_extractor() -> str:
     return registry.DEFAULT
 
 
-def create_index(location: str | os.PathLike, extractor: Any = None, **kw: Any):
+def create_index(location: str | os.PathLike, extractor: Any = None, **kw: Any) -> Index:
     """Open ``location`` if it holds an index, else create it (see :func:`open_index`)."""
     return open_index(location, extractor, create=True, **kw)

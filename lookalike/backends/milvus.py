@@ -20,9 +20,10 @@ exactly as for a local index. Every batch is written to Milvus *first*
 transaction. A crash in between leaves entities the catalog does not know;
 the rerun embeds those files again and upserts them over the same ids
 (idempotent), and re-applies deletes. Search, ``search_many``, ``neighbours``
-and ``duplicates`` are the base class's; only :meth:`MilvusIndex.search_vectors`
-(the vector-level search), ``live`` (ids), ``info``, ``check`` and the ANN
-upkeep differ.
+and ``duplicates`` are the base class's; the vector search is
+:class:`MilvusSearch` (the :class:`~lookalike.search.VectorSearch` interface, as
+for exact and FAISS search), and ``live`` (ids), ``info``, ``check`` and the
+ANN upkeep differ.
 
 Index types (``ann`` at creation): ``auto``/``hnsw`` -> HNSW (M 16, efConstruction
 200, ef 256 at search), ``ivfpq`` -> IVF_FLAT (nlist 1024, nprobe 64), ``exact``
@@ -42,18 +43,20 @@ import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 from urllib.parse import urlparse
 
 import numpy as np
 
-from .. import __version__, decode
+from .. import decode
+from ..version import __version__
 from ..extractors import Extractor, registry
-from ..index import Index, IndexInfo
-from ..search import LiveSet, SearchResult
+from ..index import Index, IndexInfo, new_manifest, take_state
+from ..search import LiveSet, SearchResult, VectorSearch
 from ..store import FileRecord, IndexStore, IndexStoreError, Manifest, NotAnIndex
 from ..store.manifest import check_extractor
 from . import is_server_uri, path_id
+from ..errors import UsageError
 
 MISSING_EXTRA = "Milvus support needs the 'milvus' extra: pip install 'lookalike[milvus]'"
 DEFAULT_COLLECTION = "lookalike"
@@ -340,7 +343,8 @@ class MilvusStore(IndexStore):
         numbering = iter(range(n_rows, n_rows + (len(fresh) if fresh is not None else 0)))
 
         def vector_of(row: int) -> np.ndarray:
-            return fresh[row - n_rows] if row >= n_rows else np.asarray(matrix[row])
+            # rows from n_rows on are numbered only when fresh vectors came
+            return cast(np.ndarray, fresh)[row - n_rows] if row >= n_rows else np.asarray(matrix[row])
 
         upserts: list[tuple[FileRecord, np.ndarray]] = []
         gone: list[str] = list(deletes)
@@ -370,20 +374,16 @@ class MilvusStore(IndexStore):
     _PENDING = "milvus_pending"
 
     def _pending(self, paths: list[str] | None) -> None:
-        db = self.catalog.db
-        if paths is None:
-            db.execute("DELETE FROM meta WHERE key=?", (self._PENDING,))
-        else:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self._PENDING, json.dumps(paths)))
+        self.catalog.set_meta({self._PENDING: None if paths is None else json.dumps(paths)})
 
     def acquire(self) -> None:
         held = self._lock_fd is not None
         super().acquire()
         if held:
             return
-        row = self.catalog.db.execute("SELECT value FROM meta WHERE key=?", (self._PENDING,)).fetchone()
-        if row is not None:
-            unknown = [p for p in json.loads(row[0]) if (r := self.catalog.get(p)) is None or r.status != "ok"]
+        pending = self.catalog.meta(self._PENDING).get(self._PENDING)
+        if pending is not None:
+            unknown = [p for p in json.loads(pending) if (r := self.catalog.get(p)) is None or r.status != "ok"]
             if unknown:
                 self.collection.delete([path_id(p) for p in unknown])
             self._pending(None)
@@ -436,6 +436,45 @@ def _entity(r: FileRecord, vector) -> dict:
         "id": path_id(r.path), "vector": vector, "path": r.path, "content_hash": r.content_hash or "",
         "size": int(r.size), "mtime_ns": int(r.mtime_ns), "width": int(r.width or 0), "height": int(r.height or 0),
     }
+
+
+class MilvusSearch(VectorSearch):
+    """Top-k search in a Milvus collection (the :class:`~lookalike.search.VectorSearch`
+    interface); ids are path ids, and hits may be files of other shards' catalogs."""
+
+    def __init__(self, collection: Collection, when_empty=None):
+        self.collection = collection
+        self.when_empty = when_empty  # called when nothing is found at all (an emptied collection?)
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return f"milvus {self.collection.index_type} ({self.collection.milvus_metric})"
+
+    def hits(self, queries: np.ndarray, k: int | None) -> list[list[SearchResult]]:
+        vectors = np.atleast_2d(np.asarray(queries))
+        if k is None:
+            k = self.collection.count()
+        # a margin, so that files tied with the k-th are all there for the tie-break by path
+        limit = min(MAX_LIMIT, max(2 * k, k + 32))
+        if k <= 0 or not len(vectors):
+            return [[] for _ in vectors]
+        found = self.collection.search(vectors, limit)
+        if not any(found) and self.when_empty is not None:
+            self.when_empty()
+        results = []
+        for hits in found:
+            scored = []
+            for h in hits:
+                score, bits = self.collection.score(h["distance"])
+                scored.append((-score, h["entity"]["path"], int(h["id"]), bits))
+            scored.sort()  # best first, ties by path as in the local search
+            results.append([SearchResult(rank, path, -neg, i, bits)
+                            for rank, (neg, path, i, bits) in enumerate(scored[:k], 1)])
+        return results
+
+    def save(self, *args, **kwargs) -> None:
+        """Seal what was written, so that it is searched through the index."""
+        self.collection.flush()
 
 
 # -- the index ----------------------------------------------------------------------------
@@ -503,13 +542,13 @@ class MilvusIndex(Index):
                 if kept:
                     # the local catalog outlived its collection (dropped behind lookalike's back):
                     # make it again as the catalog knows it; the next add re-sends every file
-                    store = MilvusStore.open(directory, wanted.spec() if wanted is not None else None)
+                    store = cast(MilvusStore, MilvusStore.open(directory, wanted.spec() if wanted is not None else None))
                     refusal = _link_refusal(store, uri, name, None, made=True)
                     if refusal:
                         raise IndexStoreError(refusal)
                     manifest = store.manifest
                 else:
-                    manifest = _manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
+                    manifest = new_manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
                                          keypoints)
                 coll = Collection.create(client, uri, name, manifest, manifest.ann)
             where = f"Milvus collection {name!r} at {uri}"
@@ -527,27 +566,21 @@ class MilvusIndex(Index):
             disconnect(client, uri)
             raise
         ext = wanted if wanted is not None else registry.create(coll.spec, threads=threads)
-        if ext.trainable:
-            state = store.load_state()
-            if state:
-                ext.load_state(state)
-            elif ext.is_trained():  # trained beforehand: keep its state, as Index.create does
-                with store.writing():
-                    store.save_state(ext.state())
+        take_state(store, ext)
         return cls(store, ext, max_pixels)
 
     @classmethod
-    def open(cls, uri, extractor=None, **kw) -> "MilvusIndex":
+    def open(cls, uri, extractor=None, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path; connect's options
         """:meth:`connect` to an existing collection."""
         return cls.connect(uri, extractor, **kw)
 
     @classmethod
-    def create(cls, uri, extractor=registry.DEFAULT, **kw) -> "MilvusIndex":
+    def create(cls, uri, extractor=registry.DEFAULT, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path
         """:meth:`connect` with ``create=True`` (an existing collection is opened and checked)."""
         return cls.connect(uri, extractor, create=True, **kw)
 
     @classmethod
-    def open_or_create(cls, uri, extractor=None, **kw) -> "MilvusIndex":
+    def open_or_create(cls, uri, extractor=None, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path
         return cls.connect(uri, extractor, create=True, **kw)
 
     def close(self) -> None:
@@ -563,7 +596,7 @@ class MilvusIndex(Index):
     def add(self, folder, **kw):
         """As :meth:`Index.add`; ``shard=(I, N)`` indexes only the files of shard I of N."""
         if kw.get("shard") is not None and kw["shard"][1] > 1 and self.extractor.trainable:
-            raise ValueError(f"--shard cannot be used with the trainable extractor {self.extractor.name!r}: "
+            raise UsageError(f"--shard cannot be used with the trainable extractor {self.extractor.name!r}: "
                              "each shard would learn its own vocabulary")
         with self.store.writing():  # first repair what the collection lost behind our back
             self.store.resend_missing()
@@ -589,7 +622,7 @@ class MilvusIndex(Index):
         return None
 
     def set_ann(self, kind: str) -> None:
-        raise ValueError(f"the Milvus index type ({self.collection.index_type}) is chosen when the collection "
+        raise UsageError(f"the Milvus index type ({self.collection.index_type}) is chosen when the collection "
                          "is created (`--ann` at the first `lookalike index`)")
 
     def ann_kind(self) -> str:
@@ -607,35 +640,13 @@ class MilvusIndex(Index):
     def record_id(self, rec: FileRecord) -> int:
         return path_id(rec.path)
 
-    def search_vectors(self, vectors: np.ndarray, k: int | None = 10, *, exact: bool = False,
-                       **kwargs) -> list[list[SearchResult]]:
-        """Top-``k`` hits per row of ``vectors`` (``(q, width)``, as stored) from the collection.
-
-        ``exact=True`` searches the local catalog's vectors exactly instead (the
-        reference; only the files this process's catalog indexed).
-        """
+    def vector_search(self, *, exact: bool = False, every: bool = False) -> VectorSearch:
+        """The collection's search (:class:`MilvusSearch`); ``exact=True`` searches the local
+        catalog's vectors exactly instead (the reference; only the files this process's
+        catalog indexed)."""
         if exact:
-            return super().search_vectors(vectors, k, exact=True, **kwargs)
-        vectors = np.atleast_2d(np.asarray(vectors))
-        if k is None:
-            k = self.collection.count()
-        # a margin, so that files tied with the k-th are all there for the tie-break by path
-        limit = min(MAX_LIMIT, max(2 * k, k + 32))
-        if k <= 0 or not len(vectors):
-            return [[] for _ in vectors]
-        found = self.collection.search(vectors, limit)
-        if not any(found):
-            self._refuse_if_emptied()
-        results = []
-        for hits in found:
-            scored = []
-            for h in hits:
-                score, bits = self.collection.score(h["distance"])
-                scored.append((-score, h["entity"]["path"], int(h["id"]), bits))
-            scored.sort()  # best first, ties by path as in the local search
-            results.append([SearchResult(rank, path, -neg, i, bits)
-                            for rank, (neg, path, i, bits) in enumerate(scored[:k], 1)])
-        return results
+            return super().vector_search(exact=True)
+        return MilvusSearch(self.collection, self._refuse_if_emptied)
 
     def _refuse_if_emptied(self) -> None:
         """An empty collection while the local catalog lists files lost its data: say so
@@ -658,41 +669,24 @@ class MilvusIndex(Index):
         return replace(base, manifest=manifest)
 
 
-def _manifest(ext: Extractor, ann: str, storage: str | None, keypoints: str | dict | None = "auto") -> Manifest:
-    from .. import ann as ann_mod, local
-    from ..index import default_keypoints
-
-    ann_mod.resolve(ann, 0)  # validate
-    dtype = ext.dtype
-    if ext.metric != "hamming":
-        dtype = storage or "float16"
-        if dtype not in ("float16", "float32"):
-            raise ValueError("storage must be 'float16' or 'float32'")
-    return Manifest(extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
-                    lookalike_version=__version__, ann=ann,
-                    local=local.settings(default_keypoints(ext) if keypoints == "auto" else keypoints))
-
-
 def _local_store(directory: str, stored: Manifest, coll: Collection, made: bool = False,
                  store: MilvusStore | None = None) -> MilvusStore:
     """Open or create the local folder for ``coll`` (unless ``store`` is it, open); refuse one
     that belongs to another collection. ``made``: ``coll`` was created just now."""
     if store is None:
         if os.path.exists(os.path.join(directory, "manifest.json")):
-            store = MilvusStore.open(directory, stored.extractor)
+            store = cast(MilvusStore, MilvusStore.open(directory, stored.extractor))
         else:
-            store = MilvusStore.create(directory, stored)
+            store = cast(MilvusStore, MilvusStore.create(directory, stored))
     store.collection = coll
     uid = coll.properties.get(PROPERTY + "uuid", "")
     refusal = _link_refusal(store, coll.uri, coll.name, uid, made)
     if refusal:
         store.close()
         raise IndexStoreError(refusal)
-    db = store.catalog.db
     link = {_LINK: uid, _WHERE: json.dumps([coll.uri, coll.name])}  # tie the catalog to this collection
-    if not store.catalog.readonly and dict(db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)",
-                                                      tuple(link))) != link:
-        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", link.items())
+    if not store.catalog.readonly and store.catalog.meta(*link) != link:
+        store.catalog.set_meta(dict(link))
     return store
 
 
@@ -703,7 +697,7 @@ def _link_refusal(store: IndexStore, uri: str, name: str, uid: str | None, made:
     """Why the local catalog of ``store`` must not be tied to collection ``name`` at ``uri``
     (uuid ``uid``; ``None``: not made yet), or ``None``. A catalog tied to a collection of the
     same name and place that is gone may be tied to the one ``made`` again in its stead."""
-    meta = dict(store.catalog.db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (_LINK, _WHERE)))
+    meta = store.catalog.meta(_LINK, _WHERE)
     if _LINK not in meta:
         if store.catalog.counts()["ok"]:
             return (f"{store.directory} holds a local index that is not linked to Milvus collection "

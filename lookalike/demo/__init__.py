@@ -24,9 +24,9 @@ def _crop(img: Image.Image) -> Image.Image:
 #: Edits applied to the bundled photos to make queries: name -> function.
 EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "crop": _crop,
-    "rotate10": lambda im: im.rotate(10, expand=True, resample=Image.BICUBIC),
+    "rotate10": lambda im: im.rotate(10, expand=True, resample=Image.Resampling.BICUBIC),
     "grey": lambda im: ImageOps.grayscale(im).convert("RGB"),
-    "small": lambda im: im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.LANCZOS),
+    "small": lambda im: im.resize((max(1, im.width // 4), max(1, im.height // 4)), Image.Resampling.LANCZOS),
     "mirror": ImageOps.mirror,
     "bright": lambda im: ImageEnhance.Brightness(im).enhance(1.4),
 }
@@ -43,8 +43,8 @@ def make_queries(out_dir: str | os.PathLike, per_image: int = 2) -> list[tuple[P
     names = list(EDITS)
     made = []
     for i, original in enumerate(bundled_images()):
-        with Image.open(original) as im:
-            im = im.convert("RGB")
+        with Image.open(original) as opened:
+            im = opened.convert("RGB")
             for j in range(per_image):
                 edit = names[(i * per_image + j) % len(names)]
                 query = out_dir / f"{original.stem}-{edit}.jpg"

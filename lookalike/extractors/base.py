@@ -33,8 +33,8 @@ class Extractor(ABC):
     metric: str  # one of METRICS
     #: Short description for ``lookalike extractors``.
     description: ClassVar[str] = ""
-    #: "fast", "medium" or "slow" per image on one CPU core.
-    speed: ClassVar[str] = "medium"
+    #: "fast", "medium" or "slow" per image on one CPU core (``fuse`` sets its own per instance).
+    speed: str = "medium"
     #: Bumped when the same settings would produce different vectors.
     version: ClassVar[int] = 1
 
@@ -56,12 +56,13 @@ class Extractor(ABC):
         """Stored components per vector (bytes per row for packed bits)."""
         return self.dim // 8 if self.metric == "hamming" else self.dim
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Per-image step on an ``(H, W, 3) uint8`` RGB array; may run in a worker."""
+    def prepare(self, image: np.ndarray) -> Any:
+        """Per-image step on an ``(H, W, 3) uint8`` RGB array; may run in a worker.
+        Returns what :meth:`embed_prepared` takes (picklable; an array for most extractors)."""
         return image
 
     @abstractmethod
-    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
         """Batch step over :meth:`prepare` outputs -> ``(n, row_width)`` array of ``dtype``."""
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:

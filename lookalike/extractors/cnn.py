@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from ..errors import NotTrained, UsageError
 from .base import Extractor, l2_normalise
 from .pca import apply_whitening, fit_whitening
 
@@ -114,9 +115,9 @@ class CnnExtractor(Extractor):
         train_images: int = 2000,
     ):
         if input_size < 32 or input_size % 32:
-            raise ValueError("input_size must be a multiple of 32, at least 32")
+            raise UsageError("input_size must be a multiple of 32, at least 32")
         if pca and not 0 < pca < 1280:
-            raise ValueError("pca must be between 1 and 1279 (0 = off)")
+            raise UsageError("pca must be between 1 and 1279 (0 = off)")
         self.input_size = int(input_size)
         self.threads = threads  # runtime only: does not change the vectors
         self.batch_size = int(batch_size)
@@ -134,7 +135,7 @@ class CnnExtractor(Extractor):
         spec.pop("pooling", None), spec.pop("normalise", None), spec.pop("resize", None)
         ext = cls(**spec, **runtime)
         if digest is not None and digest != model_digest(str(MODEL_PATH)):
-            raise ValueError(
+            raise UsageError(
                 f"the cnn model file differs from the one this spec was made with "
                 f"(sha256 {model_digest(str(MODEL_PATH))} vs {digest})"
             )
@@ -164,7 +165,7 @@ class CnnExtractor(Extractor):
         self.pca_mean, self.pca_components = fit_whitening(self._pooled(prepared), self.pca)
 
     def state(self) -> dict[str, np.ndarray]:
-        if self.pca_components is None:
+        if self.pca_mean is None or self.pca_components is None:
             return {}
         return {"pca_mean": self.pca_mean, "pca_components": self.pca_components}
 
@@ -225,13 +226,19 @@ class CnnExtractor(Extractor):
                     pooled.append(fmap[:, y : y + k, x : x + k].mean(axis=(1, 2)))
         if not pooled:
             return np.zeros((0, self.dim), np.float32)
-        vectors = l2_normalise(np.array(pooled, np.float32))
-        return apply_whitening(vectors, self.pca_mean, self.pca_components) if self.pca else vectors
+        return self._whitened(l2_normalise(np.array(pooled, np.float32)))
 
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         if len(prepared) == 0:
             return np.zeros((0, self.dim), np.float32)
         if not self.is_trained():
-            raise ValueError("cnn with pca: no PCA learned yet; index some images first")
-        pooled = self._pooled(prepared)
-        return apply_whitening(pooled, self.pca_mean, self.pca_components) if self.pca else pooled
+            raise NotTrained("cnn with pca: no PCA learned yet; index some images first")
+        return self._whitened(self._pooled(prepared))
+
+    def _whitened(self, vectors: np.ndarray) -> np.ndarray:
+        """``(n, 1280)`` pooled vectors -> ``(n, pca)`` whitened ones when ``pca`` is on."""
+        if not self.pca:
+            return vectors
+        if self.pca_mean is None or self.pca_components is None:
+            raise NotTrained("cnn with pca: no PCA learned yet; index some images first")
+        return apply_whitening(vectors, self.pca_mean, self.pca_components)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from . import registry
+from ..errors import UsageError
 from .base import Extractor, l2_normalise
 
 _SPEEDS = ("fast", "medium", "slow")
@@ -31,7 +32,7 @@ def unit_vectors(ext: Extractor, rows: np.ndarray) -> np.ndarray:
         return (1.0 - 2.0 * bits.astype(np.float32)) / np.float32(math.sqrt(ext.dim))
     if ext.metric == "cosine":
         return l2_normalise(rows)
-    raise ValueError(f"fuse cannot combine extractor {ext.name!r} with metric {ext.metric!r}")
+    raise UsageError(f"fuse cannot combine extractor {ext.name!r} with metric {ext.metric!r}")
 
 
 class FuseExtractor(Extractor):
@@ -46,23 +47,23 @@ class FuseExtractor(Extractor):
 
     def __init__(self, parts: Sequence[Any], **runtime: Any):
         if isinstance(parts, (str, dict)) or not parts:
-            raise ValueError('fuse needs a list of parts: fuse:A+B or {"name": "fuse", "parts": [...]}')
+            raise UsageError('fuse needs a list of parts: fuse:A+B or {"name": "fuse", "parts": [...]}')
         self.parts: list[Extractor] = []
         self.weights: list[float] = []
         for i, part in enumerate(parts):
             if isinstance(part, dict) and "extractor" in part:
                 unknown = sorted(set(part) - {"extractor", "weight"})
                 if unknown:
-                    raise ValueError(f"fuse part {i}: unknown keys {', '.join(unknown)} (known: extractor, weight)")
+                    raise UsageError(f"fuse part {i}: unknown keys {', '.join(unknown)} (known: extractor, weight)")
                 spec, weight = part["extractor"], part.get("weight", 1.0)
             else:  # a bare spec, name or extractor: weight 1
                 spec, weight = part, 1.0
             try:
                 weight = float(weight)
             except (TypeError, ValueError):
-                raise ValueError(f"fuse part {i}: weight must be a number, got {weight!r}") from None
+                raise UsageError(f"fuse part {i}: weight must be a number, got {weight!r}") from None
             if not (math.isfinite(weight) and weight > 0):
-                raise ValueError(f"fuse part {i}: weight must be positive, got {weight!r}")
+                raise UsageError(f"fuse part {i}: weight must be positive, got {weight!r}")
             self.parts.append(registry.create(spec, **runtime))
             self.weights.append(weight)
         total = sum(self.weights)
@@ -75,10 +76,10 @@ class FuseExtractor(Extractor):
     def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "FuseExtractor":
         spec = dict(spec)
         if "parts" not in spec:
-            raise ValueError('the fuse extractor needs parts: use fuse:A+B or {"name": "fuse", "parts": [...]}')
+            raise UsageError('the fuse extractor needs parts: use fuse:A+B or {"name": "fuse", "parts": [...]}')
         unknown = sorted(set(spec) - {"parts"})
         if unknown:
-            raise ValueError(f"unknown fuse extractor settings: {', '.join(unknown)} (known: parts)")
+            raise UsageError(f"unknown fuse extractor settings: {', '.join(unknown)} (known: parts)")
         return cls(spec["parts"], **runtime)
 
     def settings(self) -> dict[str, Any]:

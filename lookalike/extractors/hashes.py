@@ -24,10 +24,12 @@ no padding is needed).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ..errors import UsageError
 
 from .base import Extractor
 
@@ -42,7 +44,7 @@ class ImageHashExtractor(Extractor):
 
     dtype = "uint8"
     metric = "hamming"
-    speed: ClassVar[str] = "fast"
+    speed = "fast"
     n_bits: int
 
     def _set_bits(self, n_bits: int) -> None:
@@ -68,9 +70,9 @@ class ImageHashExtractor(Extractor):
 def _check_hash_size(hash_size: int) -> int:
     hash_size = int(hash_size)
     if hash_size < 2:
-        raise ValueError("hash_size must be at least 2")
+        raise UsageError("hash_size must be at least 2")
     if (hash_size * hash_size) % 8:
-        raise ValueError("hash_size * hash_size must be a multiple of 8")
+        raise UsageError("hash_size * hash_size must be a multiple of 8")
     return hash_size
 
 
@@ -177,9 +179,9 @@ class WHashExtractor(ImageHashExtractor):
         self.image_scale = int(image_scale)
         for what, v in (("hash_size", self.hash_size), ("image_scale", self.image_scale)):
             if v & (v - 1):
-                raise ValueError(f"{what} must be a power of 2")
+                raise UsageError(f"{what} must be a power of 2")
         if self.image_scale < self.hash_size:
-            raise ValueError("image_scale must be at least hash_size")
+            raise UsageError("image_scale must be at least hash_size")
         self._set_bits(self.hash_size * self.hash_size)
 
     def settings(self) -> dict[str, Any]:
@@ -213,7 +215,7 @@ class ColorHashExtractor(ImageHashExtractor):
     def __init__(self, binbits: int = 3):
         self.binbits = int(binbits)
         if self.binbits < 1:
-            raise ValueError("binbits must be at least 1")
+            raise UsageError("binbits must be at least 1")
         self._set_bits(14 * self.binbits)
 
     def settings(self) -> dict[str, Any]:

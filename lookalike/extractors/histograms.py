@@ -24,6 +24,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from ..errors import UsageError
+
 from .base import Extractor, l2_normalise
 
 
@@ -106,14 +108,14 @@ class ColorHistogramExtractor(Extractor):
     def __init__(self, bins: Sequence[int] | None = None, space: str = "hsv", map: str = "sqrt", max_side: int = 256):
         space = str(space).lower()
         if space not in self.SPACES:
-            raise ValueError(f"space must be one of {sorted(self.SPACES)}, not {space!r}")
+            raise UsageError(f"space must be one of {sorted(self.SPACES)}, not {space!r}")
         if map not in self.MAPS:
-            raise ValueError(f"map must be one of {list(self.MAPS)}, not {map!r}")
+            raise UsageError(f"map must be one of {list(self.MAPS)}, not {map!r}")
         bins = list(self.DEFAULT_BINS[space] if bins is None else bins)
         if len(bins) != 3 or any(int(b) < 1 or int(b) != b for b in bins):
-            raise ValueError("bins must be three positive integers, one per channel")
+            raise UsageError("bins must be three positive integers, one per channel")
         if int(max_side) < 1:
-            raise ValueError("max_side must be positive")
+            raise UsageError("max_side must be positive")
         self.space = space
         self.bins = [int(b) for b in bins]
         self.map = map
@@ -185,9 +187,9 @@ class EdgeHistogramExtractor(Extractor):
         self.orientations = int(orientations)
         self.size = int(size)
         if self.grid < 1 or self.orientations < 1:
-            raise ValueError("grid and orientations must be positive")
+            raise UsageError("grid and orientations must be positive")
         if self.size < 8 or self.size % self.grid:
-            raise ValueError("size must be at least 8 and a multiple of grid")
+            raise UsageError("size must be at least 8 and a multiple of grid")
         self.dim = self.grid * self.grid * (self.orientations + 1)
 
     def settings(self) -> dict[str, Any]:
@@ -256,11 +258,11 @@ class HogExtractor(Extractor):
     def __init__(self, size: int = 128, cell: int = 16, block: int = 32, stride: int = 16, bins: int = 9):
         self.size, self.cell, self.block, self.stride, self.bins = (int(v) for v in (size, cell, block, stride, bins))
         if min(self.size, self.cell, self.block, self.stride, self.bins) < 1:
-            raise ValueError("HOG settings must be positive")
+            raise UsageError("HOG settings must be positive")
         if self.block % self.cell or self.stride % self.cell:
-            raise ValueError("block and stride must be multiples of cell")
+            raise UsageError("block and stride must be multiples of cell")
         if self.block > self.size or (self.size - self.block) % self.stride:
-            raise ValueError("(size - block) must be a non-negative multiple of stride")
+            raise UsageError("(size - block) must be a non-negative multiple of stride")
         per_side = (self.size - self.block) // self.stride + 1
         self.dim = per_side * per_side * (self.block // self.cell) ** 2 * self.bins
 
@@ -287,7 +289,7 @@ class HogExtractor(Extractor):
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8`` RGB -> ``(dim,) float32`` raw HOG (not yet L2-normalised)."""
         grey = _to_u8(_resize(symmetric_grey(image), self.size, self.size))
-        return self._descriptor().compute(grey).reshape(-1).astype(np.float32)
+        return np.asarray(self._descriptor().compute(grey)).reshape(-1).astype(np.float32)
 
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         return _stack(prepared, self.dim)

@@ -29,12 +29,9 @@ from typing import Any, ClassVar, Sequence
 import cv2
 import numpy as np
 
+from ..errors import NotTrained, UsageError  # NotTrained lived here; kept importable from here
 from .base import Extractor, l2_normalise
 from .pca import apply_whitening, fit_whitening
-
-
-class NotTrained(RuntimeError):
-    """The extractor needs a vocabulary, learned when the first images are indexed."""
 
 
 def _xf(name: str):
@@ -61,12 +58,13 @@ DETECTORS: dict[str, tuple[int, bool]] = {
 
 def _detect_and_compute(detector: str, gray: np.ndarray, limit: int, rank_then_compute: bool):
     """Keypoints (strongest first, at most ``limit``) and their descriptors."""
+    # The factories below exist at run time but not in the stubs OpenCV 5 ships, hence the ignores.
     if detector == "brief":
-        finder, describer = cv2.FastFeatureDetector_create(), _xf("BriefDescriptorExtractor_create")(32)
+        finder, describer = cv2.FastFeatureDetector_create(), _xf("BriefDescriptorExtractor_create")(32)  # type: ignore[attr-defined]
     elif detector == "orb":
-        finder = describer = cv2.ORB_create(nfeatures=max(limit, 32))
+        finder = describer = cv2.ORB_create(nfeatures=max(limit, 32))  # type: ignore[attr-defined]
     elif detector == "sift":
-        finder = describer = cv2.SIFT_create()
+        finder = describer = cv2.SIFT_create()  # type: ignore[attr-defined]
     else:
         finder = describer = _xf(f"{detector.upper()}_create")()
     if rank_then_compute or finder is not describer:
@@ -113,7 +111,7 @@ class KeypointExtractor(Extractor):
         pca: int = 0,
     ):
         if aggregation not in ("vlad", "concat"):
-            raise ValueError("aggregation must be 'vlad' or 'concat'")
+            raise UsageError("aggregation must be 'vlad' or 'concat'")
         self.aggregation = aggregation
         self.words = int(words)
         self.max_keypoints = int(max_keypoints)
@@ -128,7 +126,7 @@ class KeypointExtractor(Extractor):
         self.vlad_dim = self.words * self.desc_dim
         if aggregation == "vlad":
             if self.pca and not 0 < self.pca < self.vlad_dim:
-                raise ValueError(f"pca must be between 1 and {self.vlad_dim - 1} (0 = off)")
+                raise UsageError(f"pca must be between 1 and {self.vlad_dim - 1} (0 = off)")
             self.dim = self.pca or self.vlad_dim
         else:
             self.dim = self.n_keypoints * self.desc_dim
@@ -195,7 +193,8 @@ class KeypointExtractor(Extractor):
             data = data[rng.choice(len(data), self.train_descriptors, replace=False)]
         cv2.setRNGSeed(self.seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-4)
-        _, _, centres = cv2.kmeans(np.ascontiguousarray(data), self.words, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+        _, _, centres = cv2.kmeans(np.ascontiguousarray(data), self.words, None, criteria, 1,  # type: ignore[call-overload]
+                                   cv2.KMEANS_PP_CENTERS)  # bestLabels=None works; the stubs say otherwise
         self.vocabulary = centres.astype(np.float32)
         if self.pca:
             self._fit_pca(np.stack([self._vlad(self._floats(d)) for d in prepared]))
@@ -211,7 +210,7 @@ class KeypointExtractor(Extractor):
         if self.vocabulary is None:
             return {}
         out = {"vocabulary": self.vocabulary}
-        if self.pca_components is not None:
+        if self.pca_mean is not None and self.pca_components is not None:
             out |= {"pca_mean": self.pca_mean, "pca_components": self.pca_components}
         return out
 
@@ -219,7 +218,7 @@ class KeypointExtractor(Extractor):
         vocab = arrays.get("vocabulary")
         if vocab is not None:
             if vocab.shape != (self.words, self.desc_dim):
-                raise ValueError(f"vocabulary has shape {vocab.shape}, expected {(self.words, self.desc_dim)}")
+                raise UsageError(f"vocabulary has shape {vocab.shape}, expected {(self.words, self.desc_dim)}")
             self.vocabulary = vocab.astype(np.float32)
         if self.pca and "pca_components" in arrays:
             self.pca_mean = arrays["pca_mean"].astype(np.float32)
@@ -240,6 +239,7 @@ class KeypointExtractor(Extractor):
             raise NotTrained(f"{self.name}: no vocabulary yet; index some images first")
         vlads = np.stack([self._vlad(self._floats(d)) for d in prepared])
         if self.pca:
+            assert self.pca_mean is not None and self.pca_components is not None  # is_trained()
             return apply_whitening(vlads, self.pca_mean, self.pca_components)
         return vlads
 
@@ -247,6 +247,7 @@ class KeypointExtractor(Extractor):
         out = np.zeros((self.words, self.desc_dim), np.float32)
         if len(x):
             c = self.vocabulary
+            assert c is not None  # learned by fit() or read by load_state() first
             d2 = (x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None]
             nearest = d2.argmin(1)
             np.add.at(out, nearest, x - c[nearest])
@@ -260,7 +261,7 @@ def _make(name: str, detector: str, description: str, speed: str, **defaults: An
     def __init__(self, **settings: Any) -> None:
         KeypointExtractor.__init__(self, **{**defaults, **settings})
 
-    attrs = {"name": name, "detector": detector, "description": description, "speed": speed}
+    attrs: dict[str, Any] = {"name": name, "detector": detector, "description": description, "speed": speed}
     if defaults:
         attrs["__init__"] = __init__
     return type(f"{name.title().replace('-', '')}Extractor", (KeypointExtractor,), attrs)
@@ -296,7 +297,7 @@ class SurfExtractor(Extractor):
     metric = "cosine"
 
     def __init__(self, **settings: Any):
-        raise ValueError(
+        raise UsageError(
             "SURF is patented and OpenCV's PyPI wheels are built without it (OPENCV_ENABLE_NONFREE "
             "off). Use 'sift' (its patent has expired; VLAD by default), 'akaze' or 'orb' instead."
         )

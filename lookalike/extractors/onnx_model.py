@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Sequence
 import cv2
 import numpy as np
 
+from ..errors import PathNotFound, UsageError
+
 from .base import Extractor, l2_normalise
 from .cnn import cover_crop, cpu_session
 
@@ -31,7 +33,9 @@ IMAGENET_STD = [58.395, 57.12, 57.375]
 RESIZES = ("shorter-side-centre-crop", "stretch")
 LAYOUTS = ("NCHW", "NHWC")
 POOLINGS = ("avg", "max", "none")
-_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_INPUT_TYPES: dict[str, type[np.floating]] = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+}
 _SETTINGS = ("path", "sha256", "input", "output", "input_size", "resize", "mean", "std", "layout", "pooling")
 
 
@@ -72,9 +76,9 @@ def _size_pair(input_size: Any) -> tuple[int, int] | None:
     elif isinstance(input_size, (list, tuple)) and len(input_size) == 2:
         pair = (int(input_size[0]), int(input_size[1]))
     else:
-        raise ValueError(f"input_size must be an int or [height, width], got {input_size!r}")
+        raise UsageError(f"input_size must be an int or [height, width], got {input_size!r}")
     if min(pair) < 1:
-        raise ValueError(f"input_size must be positive, got {input_size!r}")
+        raise UsageError(f"input_size must be positive, got {input_size!r}")
     return pair
 
 
@@ -84,7 +88,7 @@ def _triple(value: Any, what: str) -> list[float]:
     except TypeError:
         out = []
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{what} must be a list of 3 numbers (R, G, B on the 0..255 scale), got {value!r}")
+        raise UsageError(f"{what} must be a list of 3 numbers (R, G, B on the 0..255 scale), got {value!r}")
     return out
 
 
@@ -115,24 +119,24 @@ class OnnxExtractor(Extractor):
     ):
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"ONNX model file not found: {self.path}")
+            raise PathNotFound(f"ONNX model file not found: {self.path}")
         if resize not in RESIZES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+            raise UsageError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+            raise UsageError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if pooling is not None and pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+            raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.resize, self.layout, self.pooling = resize, layout, pooling
         self.mean, self.std = _triple(mean, "mean"), _triple(std, "std")
         if any(s == 0 for s in self.std):
-            raise ValueError("std must not contain 0")
+            raise UsageError("std must not contain 0")
         self._size = _size_pair(input_size)
         self.input, self.output = input, output
         self.threads = threads  # runtime only: does not change the vectors
         self.batch_size = max(1, int(batch_size))
         actual = file_sha256(self.path)
         if sha256 is not None and sha256.lower() != actual:
-            raise ValueError(
+            raise UsageError(
                 f"the ONNX model file {self.path} changed since this spec was made "
                 f"(sha256 is now {actual}, the spec says {sha256})"
             )
@@ -140,7 +144,7 @@ class OnnxExtractor(Extractor):
         self._session = None
         self._dim: int | None = None
         self._static_batch: int | None = None
-        self._in_dtype = np.float32
+        self._in_dtype: type[np.floating] = np.float32
         self._resolved = False
         # A spec from a manifest names everything prepare() needs, so worker
         # processes never load the model; a short spec is checked right away.
@@ -151,10 +155,10 @@ class OnnxExtractor(Extractor):
     def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "OnnxExtractor":
         spec = dict(spec)
         if "path" not in spec:
-            raise ValueError('the onnx extractor needs the model file: use onnx:PATH or {"name": "onnx", "path": ...}')
+            raise UsageError('the onnx extractor needs the model file: use onnx:PATH or {"name": "onnx", "path": ...}')
         unknown = sorted(set(spec) - set(_SETTINGS))
         if unknown:
-            raise ValueError(f"unknown onnx extractor settings: {', '.join(unknown)} (known: {', '.join(_SETTINGS)})")
+            raise UsageError(f"unknown onnx extractor settings: {', '.join(unknown)} (known: {', '.join(_SETTINGS)})")
         return cls(**spec, **runtime)
 
     # -- model ----------------------------------------------------------------
@@ -164,7 +168,7 @@ class OnnxExtractor(Extractor):
                 self._session = cpu_session(self.path, self.threads)
             except Exception as e:  # onnxruntime raises its own exception types
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"{self.path} is not a loadable ONNX model ({msg})") from None
+                raise UsageError(f"{self.path} is not a loadable ONNX model ({msg})") from None
         return self._session
 
     def _resolve(self) -> None:
@@ -178,15 +182,15 @@ class OnnxExtractor(Extractor):
         inp = next(i for i in inputs if i.name == self.input)
         out = next(o for o in outputs if o.name == self.output)
         if inp.type not in _INPUT_TYPES:
-            raise ValueError(f"{self.path}: input {self.input!r} is {inp.type}; only float inputs are supported")
+            raise UsageError(f"{self.path}: input {self.input!r} is {inp.type}; only float inputs are supported")
         self._in_dtype = _INPUT_TYPES[inp.type]
         shape = list(inp.shape)
         if len(shape) != 4:
-            raise ValueError(f"{self.path}: input {self.input!r} has shape {shape}; an image input needs 4 axes")
+            raise UsageError(f"{self.path}: input {self.input!r} has shape {shape}; an image input needs 4 axes")
         channels, spatial = (shape[1], shape[2:4]) if self.layout == "NCHW" else (shape[3], shape[1:3])
         if isinstance(channels, int) and channels != 3:
             other = "NHWC" if self.layout == "NCHW" else "NCHW"
-            raise ValueError(
+            raise UsageError(
                 f"{self.path}: input {self.input!r} has shape {shape}, not 3 colour channels in "
                 f"layout {self.layout} (is the model {other}?)"
             )
@@ -194,7 +198,7 @@ class OnnxExtractor(Extractor):
         if self._size is None:
             self._size = static or (224, 224)
         elif static is not None and static != self._size:
-            raise ValueError(
+            raise UsageError(
                 f"{self.path}: input {self.input!r} takes {static[0]}x{static[1]} images, "
                 f"input_size asks for {self._size[0]}x{self._size[1]}"
             )
@@ -203,7 +207,7 @@ class OnnxExtractor(Extractor):
         if self.pooling is None:
             self.pooling = "avg" if rank == 4 else "none"
         if self.pooling != "none" and rank != 4:
-            raise ValueError(
+            raise UsageError(
                 f"{self.path}: output {self.output!r} has shape {list(out.shape)}; pooling "
                 f"{self.pooling!r} needs a 4-D feature map, use pooling \"none\""
             )
@@ -217,7 +221,7 @@ class OnnxExtractor(Extractor):
             try:
                 self._dim = int(self._forward(np.zeros((1, h, w, 3), np.uint8)).shape[1])
             except Exception as e:
-                raise ValueError(f"{self.path}: the model failed on a {h}x{w} input: {e}") from None
+                raise UsageError(f"{self.path}: the model failed on a {h}x{w} input: {e}") from None
         self._resolved = True
 
     def _pick(self, wanted: str | None, args: list, what: str) -> str:
@@ -225,19 +229,21 @@ class OnnxExtractor(Extractor):
         if wanted is None:
             return names[0]
         if wanted not in names:
-            raise ValueError(f"{self.path} has no {what} named {wanted!r}; its {what}s: {', '.join(names)}")
+            raise UsageError(f"{self.path} has no {what} named {wanted!r}; its {what}s: {', '.join(names)}")
         return wanted
 
     # -- interface ------------------------------------------------------------
     @property
     def dim(self) -> int:  # type: ignore[override]
         self._resolve()
+        assert self._dim is not None  # _resolve() found it
         return self._dim
 
     @property
     def input_size(self) -> tuple[int, int]:
         if self._size is None:
             self._resolve()
+        assert self._size is not None  # _resolve() found it
         return self._size
 
     def settings(self) -> dict[str, Any]:
@@ -265,7 +271,7 @@ class OnnxExtractor(Extractor):
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """``(n, H, W, 3) uint8`` -> pooled ``(n, d) float32`` (not normalised)."""
-        x = (batch.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
+        x = (batch.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         x = np.ascontiguousarray(x, dtype=self._in_dtype)
@@ -279,14 +285,13 @@ class OnnxExtractor(Extractor):
         return y.mean(axis=axes) if self.pooling == "avg" else y.max(axis=axes)
 
     def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        self._resolve()
-        out = np.empty((len(prepared), self._dim), dtype=np.float32)
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)  # dim resolves the model
         step = self._static_batch or self.batch_size
         for start in range(0, len(prepared), step):
             chunk = np.stack(prepared[start : start + step])
             y = self._forward(chunk)
             if y.shape[1] != self._dim:
-                raise ValueError(f"{self.path}: output {self.output!r} gave {y.shape[1]} values, expected {self._dim}")
+                raise UsageError(f"{self.path}: output {self.output!r} gave {y.shape[1]} values, expected {self._dim}")
             out[start : start + len(chunk)] = y
         return l2_normalise(out)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import l2_normalise
+from ..errors import UsageError
 
 
 def fit_whitening(vectors: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
@@ -15,7 +16,7 @@ def fit_whitening(vectors: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarra
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     if len(vectors) <= dims:
-        raise ValueError(f"PCA to {dims} dimensions needs more than {dims} training images, got {len(vectors)}")
+        raise UsageError(f"PCA to {dims} dimensions needs more than {dims} training images, got {len(vectors)}")
     mean = vectors.mean(0)
     _, sv, vt = np.linalg.svd(vectors - mean, full_matrices=False)
     scale = 1.0 / np.maximum(sv[:dims] / np.sqrt(len(vectors)), 1e-6)

@@ -11,13 +11,14 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..errors import LookalikeError
 from .base import Extractor
 
 GROUP = "lookalike.extractors"
 DEFAULT = "cnn"
 
 
-class UnknownExtractor(ValueError):
+class UnknownExtractor(LookalikeError, ValueError):
     pass
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
-import io
 import ipaddress
 import json
 import logging
@@ -48,17 +47,17 @@ from fastapi import FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__, decode, roots
-from ..extractors.keypoints import NotTrained
+from .. import decode, roots, thumbnails
+from ..version import __version__
+from ..errors import NotTrained
 from ..backends import is_server_uri, open_index
 from ..index import VERIFY_CANDIDATES, Index, NoKeypoints, QueryError
-from ..search import search_vectors
 from ..store import IndexStoreError
+from ..errors import UsageError
 
 log = logging.getLogger("lookalike.server")
 
@@ -236,8 +235,8 @@ Verify = Annotated[bool, Query(
 Candidates = Annotated[int, Query(ge=1, le=MAX_CANDIDATES, description="candidates re-ranked by verify")]
 ThumbSize = Annotated[int, Query(ge=16, le=1024, description="longest side in pixels")]
 
-_ERRORS = {"4XX": {"model": ErrorBody, "description": "error (JSON: {\"error\": {\"code\", \"message\"}})"}}
-_NO_KEYPOINTS = {409: {"model": ErrorBody, "description": "verify on an index without keypoints (no_keypoints)"}}
+_ERRORS: dict[int | str, dict[str, Any]] = {"4XX": {"model": ErrorBody, "description": "error (JSON: {\"error\": {\"code\", \"message\"}})"}}
+_NO_KEYPOINTS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "verify on an index without keypoints (no_keypoints)"}}
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 
 
@@ -245,7 +244,7 @@ _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 class _Views:
     """A thread pool whose threads each hold their own open :class:`Index`."""
 
-    def __init__(self, index_path: str, *, workers: int, threads: int, max_pixels: int, backend: dict | None = None):
+    def __init__(self, index_path: str | os.PathLike, *, workers: int, threads: int, max_pixels: int, backend: dict | None = None):
         self.index_path, self.threads, self.max_pixels = index_path, threads, max_pixels
         self.backend = backend or {}  # Milvus options for lookalike.backends.open_index
         self.workers = workers
@@ -338,8 +337,10 @@ def _search_id(ix: Index, file_id: int, k: int, max_pixels: int, verify: int = 0
         return _search(ix, pixels, k, verify), path
     live, pos = _position(ix, file_id)
     vector = np.asarray(live.matrix[live.rows[pos]])[None]
-    hits = search_vectors(live, vector, k, ix.store.manifest.metric, ix.extractor.dim)[0]
-    return _hits(hits), live.paths[pos]
+    if ix.store.manifest.metric != "hamming":
+        vector = vector.astype(np.float32)
+    # through the index, as every search: its ANN structure locally, the whole collection on Milvus
+    return _hits(ix.search_vectors(vector, k)[0]), live.paths[pos]
 
 
 def _open_file(ix: Index, file_id: int) -> tuple[str, int, os.stat_result]:
@@ -447,14 +448,9 @@ def _thumbnail(ix: Index, file_id: int, size: int, max_pixels: int, cache: _Thum
     finally:
         os.close(fd)
     try:
-        pixels = decode.decode_bytes(data, min_side=size, max_pixels=max_pixels).pixels
+        out = thumbnails.jpeg(data, size, quality=85, max_pixels=max_pixels)
     except decode.DecodeError as e:
         raise _undecodable(file_id, e) from None
-    img = Image.fromarray(pixels)
-    img.thumbnail((size, size), Image.BICUBIC)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    out = buf.getvalue()
     cache.put(key, out)
     return out, _etag(st, f"-t{size}")
 
@@ -617,10 +613,10 @@ def check_token(token: str | None) -> str | None:
     if token is None:
         return None
     if not token.strip():
-        raise ValueError("the token is empty (--token or LOOKALIKE_TOKEN): give a real token, "
+        raise UsageError("the token is empty (--token or LOOKALIKE_TOKEN): give a real token, "
                          "or leave both unset to serve without one")
     if token != token.strip():
-        raise ValueError("the token starts or ends with whitespace, which no client can send: remove it")
+        raise UsageError("the token starts or ends with whitespace, which no client can send: remove it")
     return token
 
 
@@ -656,7 +652,7 @@ def create_app(
     if not is_server_uri(index_path):
         index_path = os.path.abspath(os.path.expanduser(os.fspath(index_path)))
     if max_upload <= 0:
-        raise ValueError("max_upload must be positive")
+        raise UsageError("max_upload must be positive")
     with open_index(index_path, **backend) as probe:  # raises NotAnIndex etc. with a clear message
         extractor_name = probe.store.manifest.extractor.get("name", "?")
     cpus = os.cpu_count() or 1
@@ -885,7 +881,7 @@ def create_app(
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     # -- middleware (the last added runs first) ----------------------------------------------
     app.add_middleware(_Guard, token=token, allowed_hosts=allowed_hosts,
@@ -908,11 +904,11 @@ def parse_size(text: str | int) -> int:
         return text
     m = _SIZE.match(str(text))
     if not m:
-        raise ValueError(f"not a size: {text!r} (use bytes or a K/M/G suffix, e.g. 20MB)")
+        raise UsageError(f"not a size: {text!r} (use bytes or a K/M/G suffix, e.g. 20MB)")
     unit = (m.group(2) or "b").lower()[0]
     value = int(float(m.group(1)) * {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit])
     if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
+        raise UsageError(f"size must be positive: {text!r}")
     return value
 
 
@@ -928,7 +924,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .catalog import Catalog, FileRecord
+from ..errors import UsageError
 from .manifest import (
     CATALOG_NAME,
     STATE_ROLE,
@@ -91,7 +92,7 @@ class IndexStore:
     def create(cls, directory: str | os.PathLike, manifest: Manifest) -> "IndexStore":
         problem = manifest_problem(manifest)
         if problem:
-            raise ValueError(f"cannot make an index with this manifest: {problem}")
+            raise UsageError(f"cannot make an index with this manifest: {problem}")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(directory / "manifest.json"):
@@ -301,6 +302,21 @@ class IndexStore:
             catalog.forget(paths=sorted(forget), keypoint_rows=sorted(drop), n_rows=n_rows)
         return done
 
+    # -- the manifest: only the store writes it -----------------------------------
+    def note_file(self, name: str, role: str) -> None:
+        """List one of the index's own files (e.g. ``ann.faiss``) in the manifest, once.
+        The caller holds the writer lock."""
+        if self.manifest.files.get(name) != role:
+            self.manifest.files[name] = role
+            write_manifest(self.directory, self.manifest)
+
+    def set_ann(self, kind: str) -> None:
+        """Record the search structure the index uses (``auto``, ``exact``, ``hnsw``, ``ivfpq``)."""
+        if kind != self.manifest.ann:
+            with self.writing():
+                self.manifest.ann = kind
+                write_manifest(self.directory, self.manifest)
+
     # -- learned extractor state ------------------------------------------------
     STATE_ROLE = STATE_ROLE
 
@@ -308,7 +324,7 @@ class IndexStore:
         """Store arrays as ``NAME.npy`` (atomically), then list them in the manifest."""
         for name, array in arrays.items():
             if not is_state_file(f"{name}.npy"):
-                raise ValueError(f"extractor state needs a plain file name, not {name!r}")
+                raise UsageError(f"extractor state needs a plain file name, not {name!r}")
             data = np.ascontiguousarray(array)
             atomic_write(self.directory / f"{name}.npy", lambda f: np.save(f, data, allow_pickle=False))
             self.manifest.files[f"{name}.npy"] = self.STATE_ROLE
@@ -323,6 +339,19 @@ class IndexStore:
         return out
 
     # -- data ----------------------------------------------------------------
+    def snapshot(self) -> tuple[list[int], list[str], list[int], np.ndarray]:
+        """ids, paths and vector rows of every indexed file, with the vector matrix, read
+        in one catalog transaction (rows are appended before their commit, so the matrix
+        read here covers every row the files use)."""
+        db = self.catalog.db
+        db.execute("BEGIN")
+        try:
+            ids, paths, rows = self.catalog.live()
+            matrix = self.matrix()
+        finally:
+            db.execute("COMMIT")
+        return ids, paths, rows, matrix
+
     def matrix(self) -> np.ndarray:
         """Memory map of every committed vector row (live or not)."""
         return self.vectors.read(self.catalog.n_rows())
@@ -331,7 +360,7 @@ class IndexStore:
         """Append ``vectors`` (rows referenced by ``records``' ``row``) and commit all at once.
 
         ``records`` with ``row=None`` and ``status='ok'`` are numbered in order
-        onto the appended rows. ``local``: one :class:`lookalike.local.Features`
+        onto the appended rows. ``local``: one :class:`lookalike.verify.Features`
         (or ``None``) per vector, stored with it in the same transaction.
         """
         if self._lock_fd is None:

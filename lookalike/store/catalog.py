@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..roots import Root
-from .manifest import IndexDamaged
+from .manifest import IndexDamaged, SchemaTooNew
 
-CATALOG_VERSION = 1
+#: The catalog's schema version; :data:`MIGRATIONS` brings older catalogs up to it.
+CATALOG_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,7 +71,7 @@ class FileRecord:
 
 _COLUMNS = "id, path, size, mtime_ns, content_hash, width, height, status, reason, detail, row"
 
-#: A keypoints row as :meth:`lookalike.local.Features.to_blobs` writes it: n (x, y) float32
+#: A keypoints row as :meth:`lookalike.verify.Features.to_blobs` writes it: n (x, y) float32
 #: pairs and n 128-byte descriptors, and the image's size.
 _KEYPOINTS_SOUND = (
     "typeof(xy) = 'blob' AND typeof(descriptors) = 'blob' AND length(xy) % 8 = 0"
@@ -90,11 +91,13 @@ class Catalog:
                 self.db = sqlite3.connect(path, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
+                found = _stored_version(self.db, path)  # before anything is created or changed
                 self.db.executescript(_SCHEMA)
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('catalog_version', ?), ('n_rows', '0'), ('index_id', ?)",
-                    (str(CATALOG_VERSION), uuid.uuid4().hex),
+                    (str(CATALOG_VERSION if found is None else found), uuid.uuid4().hex),
                 )
+                _migrate(self.db, CATALOG_VERSION if found is None else found)
             except sqlite3.OperationalError as e:  # a read-only file, folder or file system
                 self.db.close()
                 if not os.path.exists(path) or "readonly" not in str(e) and "unable to open" not in str(e):
@@ -102,6 +105,7 @@ class Catalog:
                 self.readonly = True
         if self.readonly:
             self.db = _connect_readonly(path)
+            _stored_version(self.db, path)  # a newer catalog is refused; an older one is read as it is
         self.db.execute("PRAGMA busy_timeout=10000")
 
     def close(self) -> None:
@@ -186,11 +190,39 @@ class Catalog:
         for row in self.db.execute(sql + " ORDER BY path", args):
             yield FileRecord(*row)
 
+    # -- meta entries other parts keep in the catalog (e.g. the Milvus backend's link) --
+    def meta(self, *keys: str) -> dict[str, str]:
+        """The ``meta`` values stored under ``keys`` (missing keys are left out)."""
+        q = f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})"
+        return dict(self.db.execute(q, keys).fetchall()) if keys else {}
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        """Store (``None``: remove) ``meta`` values, in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM meta WHERE key=?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def change_key(self) -> tuple[int, int]:
+        """Changes whenever this or another connection has committed since it was last read."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes
+
     def live(self) -> tuple[list[int], list[str], list[int]]:
         """ids, paths and vector rows of every ``ok`` file, in one consistent read."""
         ids, paths, rows = [], [], []
         for i, p, r in self.db.execute("SELECT id, path, row FROM files WHERE status='ok' ORDER BY path"):
-            ids.append(i), paths.append(p), rows.append(r)
+            ids.append(i)
+            paths.append(p)
+            rows.append(r)
         return ids, paths, rows
 
     def counts(self) -> dict[str, int]:
@@ -304,6 +336,49 @@ class Catalog:
             db.executemany("DELETE FROM keypoints WHERE row=?", ((int(r),) for r in keypoint_rows))
             if n_rows is not None:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('n_rows', ?)", (str(int(n_rows)),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+def _stored_version(db: sqlite3.Connection, path: str) -> int | None:
+    """The catalog's schema version (``None`` for a new, empty file); a version newer than
+    :data:`CATALOG_VERSION` raises :class:`SchemaTooNew`, a value that is no version
+    :class:`IndexDamaged`."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='catalog_version'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet: a new catalog
+        return None
+    if row is None:
+        return None
+    try:
+        version = int(row[0])
+    except (TypeError, ValueError):
+        raise IndexDamaged(f"{path} is damaged: its catalog_version is {row[0]!r}") from None
+    if version > CATALOG_VERSION:
+        raise SchemaTooNew(f"{path} has catalog version {version}; this lookalike reads up to "
+                           f"{CATALOG_VERSION}: upgrade lookalike")
+    return version
+
+
+def _to_2(db: sqlite3.Connection) -> None:
+    """Version 2 records each root's real path and identity (table ``root_identity``, made by
+    the schema script); roots indexed before have none until they are indexed again."""
+
+
+#: ``version -> step`` bringing a catalog of that version to the next one, in one transaction each.
+MIGRATIONS = {1: _to_2}
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    while version < CATALOG_VERSION:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](db)
+            version += 1
+            db.execute("UPDATE meta SET value=? WHERE key='catalog_version'", (str(version),))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

@@ -15,7 +15,9 @@ import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, TypeGuard
+
+from ..errors import LookalikeError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -33,7 +35,7 @@ ANN_ROLE = "ann"
 _STATE_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}\.npy")
 
 
-class IndexStoreError(Exception):
+class IndexStoreError(LookalikeError):
     """Base class for problems with an index directory."""
 
 
@@ -65,7 +67,7 @@ class Manifest:
     catalog: str = CATALOG_NAME  # likewise
     files: dict[str, str] = field(default_factory=dict)  # extra files, name -> role
     ann: str = "auto"  # approximate search: auto, exact, hnsw or ivfpq (see lookalike.ann)
-    local: dict[str, Any] | None = None  # keypoints stored for verification (see lookalike.local)
+    local: dict[str, Any] | None = None  # keypoints stored for verification (see lookalike.verify)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -76,7 +78,7 @@ def is_state_file(name: str) -> bool:
     return isinstance(name, str) and _STATE_FILE.fullmatch(name) is not None
 
 
-def write_new(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def write_new(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Make the file ``path`` afresh (a link left there is removed, never followed), fill it
     through ``write(f)`` and fsync it; on any error it is removed and the error raised."""
     path = os.fspath(path)
@@ -95,7 +97,7 @@ def write_new(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Non
         raise
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Write a file through ``write(f)`` so that readers see the old or the new one, never half.
 
     Written to ``path + ".tmp"`` by :func:`write_new`, then renamed over
@@ -185,8 +187,13 @@ def read_manifest(directory: str | os.PathLike) -> Manifest:
     missing = [k for k in ("extractor", "dim", "dtype", "metric") if k not in data]
     if missing:
         raise damaged(f"it lacks {', '.join(missing)}")
-    known = {k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}
-    manifest = Manifest(**known)
+    unknown = sorted(k for k in data if k not in Manifest.__dataclass_fields__)
+    if unknown:  # written by a newer lookalike: dropping them on the next write would lose them
+        raise SchemaTooNew(
+            f"{directory} was written by a newer lookalike (manifest.json has fields this one does not "
+            f"know: {', '.join(unknown)}): upgrade lookalike"
+        )
+    manifest = Manifest(**data)
     why = manifest_problem(manifest)
     if why:
         raise damaged(why)
@@ -220,7 +227,7 @@ def manifest_problem(m: Manifest) -> str | None:
         if not (name == ANN_NAME and role == ANN_ROLE or is_state_file(name) and role == STATE_ROLE):
             return f"files lists {_short(name)} ({_short(role)}), not a file an index holds"
     if m.local is not None:
-        from ..local import settings  # the keypoint settings' own check
+        from ..verify import settings  # the keypoint settings' own check
 
         try:
             if not isinstance(m.local, dict):
@@ -231,7 +238,7 @@ def manifest_problem(m: Manifest) -> str | None:
     return None
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

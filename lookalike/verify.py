@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import LookalikeError
+
 #: Default settings; stored in the manifest so that a query is measured like the index.
 DEFAULTS: dict[str, Any] = {"detector": "sift", "max_keypoints": 500, "max_side": 640}
 
@@ -28,7 +30,7 @@ MIN_INLIERS = 12  # fewer inliers than this: no model
 _DETECTORS = ("sift", "rootsift")  # "sift" descriptors are matched as RootSIFT
 
 
-class LocalSettingsError(ValueError):
+class LocalSettingsError(LookalikeError, ValueError):
     pass
 
 

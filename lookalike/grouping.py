@@ -1,0 +1,435 @@
+"""Near-duplicate groups and cross-collection matching: the grouping core.
+
+How groups are made
+-------------------
+1. **Candidate pairs** come from :meth:`Index.neighbours` (each file's ``k``
+   nearest others, default 10, through the index's own search structure):
+   a pair is kept when its score is at least the threshold. Time is linear in
+   the collection and memory ``O(n x k)``; no n x n matrix is ever formed.
+2. **Connected components** of those pairs (union-find, done by
+   ``scipy.sparse.csgraph`` in linear time and memory). Simple and
+   order-independent, but transitive: A~B and B~C put A and C together even
+   when A and C are not alike (a "chain" through gradual edits or a series of
+   similar shots).
+3. **Anchor check** (the mitigation; a complete-link-like test against one
+   representative). In each component the *centre* -- the member with the
+   highest summed similarity to the others (components over ``CENTRE_MAX``
+   members, 256, use the keeper instead, to bound the n^2 block) -- is the
+   anchor, and every member must score at least ``keeper_threshold``
+   (default: the threshold) against it. A group is therefore a star of
+   radius ``threshold`` around its centre rather than a chain of any length.
+   Members that fail are taken out and grouped again among themselves (same
+   rules), so nothing above threshold is silently lost; a member left without
+   a partner is dropped. Every member is thus above the threshold to at least
+   one other member (its pair) *and* to the centre. Why the centre and not the
+   keeper: the keeper is chosen by resolution, and the largest file is often
+   the most edited one (a rotated copy on an expanded canvas); anchoring on it
+   split true groups (on the benchmark, cnn at 0.825: copies grouped with their
+   original 0.51 with the keeper as anchor, 0.60 with the centre; pairwise F1
+   0.427 vs 0.470). ``keeper_threshold=-inf`` (API) switches the check off
+   (plain connected components: pairwise precision 0.06 at cnn 0.825 on the
+   benchmark -- chains merge hundreds of images).
+4. **Keeper** (:func:`keeper_rank`, the one rule): members are ranked by
+   largest resolution (width x height), then largest file, then oldest mtime,
+   then path; the first is the keeper.
+
+Every member's ``score`` is its similarity to the keeper (the keeper's is 1);
+it can be a little below the threshold when the keeper is not the centre.
+
+Default thresholds (per extractor, override with ``threshold=``/``--threshold``)
+were chosen once per extractor on the public benchmark by ``bench/dedup.py
+--sweep`` (the best pairwise F1 over a grid: cosine steps of 0.025, Hamming
+steps of one bit; nothing else was tuned); see README "Duplicates". Hash
+thresholds are ``1 - bits/64`` for the default 64-bit hashes; other hash sizes
+and extractors without a calibrated value use 0.90 (cosine) or 0.85 (Hamming,
+about 10 of 64 bits).
+
+Cross-set mode
+--------------
+``against`` is another index directory (it must have the same extractor spec)
+or a folder (its images are embedded with this index's extractor, one at a
+time through :meth:`Index.embed`, and nothing is written anywhere). Only pairs
+between the two sets are candidates, so every group mixes both sets. Members
+carry ``side`` ``"index"`` or ``"against"``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .sources import display_path, walk
+from .errors import PathNotFound
+
+#: Default threshold per extractor name (score = cosine, or 1 - Hamming bits / bits).
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "cnn": 0.825,
+    "phash": 1 - 8 / 64,  # 0.875: at most 8 of 64 bits differ
+    "dhash": 1 - 7 / 64,  # 0.890625
+    "ahash": 1 - 3 / 64,  # 0.953125
+    "whash": 1 - 2 / 64,  # 0.96875
+}
+COSINE_FALLBACK = 0.90
+HAMMING_FALLBACK = 0.85
+DEFAULT_K = 10
+#: components up to this size are anchored on their centre (an n^2 similarity block);
+#: larger ones on their keeper
+CENTRE_MAX = 256
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str
+    id: int | None  # catalog id in its own index (None for a folder image in cross-set mode)
+    score: float  # similarity to the group's keeper (1.0 for the keeper)
+    width: int | None
+    height: int | None
+    size: int | None
+    mtime_ns: int | None = None
+    side: str = "index"  # "index" or "against" (cross-set mode)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    keeper: Member
+    members: list[Member]  # keeper first, then the others by score (best first), then path
+
+    @property
+    def others(self) -> list[Member]:
+        return [m for m in self.members if m is not self.keeper]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keeper": self.keeper.path, "members": [asdict(m) for m in self.members]}
+
+
+def default_threshold(spec: dict, metric: str) -> float:
+    name = spec.get("name") if isinstance(spec, dict) else None
+    settings = {k: v for k, v in spec.items() if k != "name"} if isinstance(spec, dict) else {}
+    if name in DEFAULT_THRESHOLDS and not (name != "cnn" and settings.get("hash_size", 8) != 8):
+        return DEFAULT_THRESHOLDS[name]
+    return HAMMING_FALLBACK if metric == "hamming" else COSINE_FALLBACK
+
+
+# -- the grouping core (pure arrays; used by the API and by the 1M synthetic benchmark) --
+
+def keeper_rank(area: np.ndarray, size: np.ndarray, mtime: np.ndarray,
+                paths: Sequence[str] | None = None) -> np.ndarray:
+    """``rank[i]``: position of node ``i`` in keeping order (0 = the keeper).
+
+    Largest ``area`` (width x height, pixels) first, then largest ``size``
+    (bytes), then oldest ``mtime`` (ns), then ``paths`` in order; without
+    ``paths``, ties go by node number (so number the nodes in path order).
+    Inputs are ``(n,)`` arrays; returns ``(n,) int64``.
+    """
+    n = len(area)
+    ties = np.arange(n) if paths is None else _path_positions(paths)
+    order = np.lexsort((ties, mtime, -np.asarray(size), -np.asarray(area)))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def _path_positions(paths: Sequence[str]) -> np.ndarray:
+    """``pos[i]``: place of ``paths[i]`` in sorted order (equal paths: by node number)."""
+    n = len(paths)
+    order = np.argsort(np.array(paths, dtype=object), kind="stable") if n else np.zeros(0, np.int64)
+    pos = np.empty(n, np.int64)
+    pos[order] = np.arange(n)
+    return pos
+
+
+def group_pairs(
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    s: np.ndarray,
+    threshold: float,
+    rank: np.ndarray,
+    similarity: Callable[[int, np.ndarray], np.ndarray],
+    keeper_threshold: float | None = None,
+    anchor: str = "centre",
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Groups of nodes ``0..n-1`` from scored pairs ``(a, b, s)``.
+
+    Returns ``[(keeper, members, scores_to_keeper)]`` with ``members`` starting
+    with the keeper. ``rank``: keeping order (:func:`keeper_rank`).
+    ``similarity(i, js)`` scores node ``i`` against nodes ``js``.
+    Memory is linear in ``n + len(a)``.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    kt = threshold if keeper_threshold is None else keeper_threshold
+    keep = s >= threshold
+    a, b = np.asarray(a[keep], np.int64), np.asarray(b[keep], np.int64)
+    out: list[tuple[int, np.ndarray, np.ndarray]] = []
+    active = np.zeros(n, bool)
+    active[a] = True
+    active[b] = True
+    while len(a):
+        graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n, n)).tocsr()
+        _, labels = connected_components(graph, directed=False)
+        nodes = np.flatnonzero(active)
+        order = np.lexsort((rank[nodes], labels[nodes]))
+        nodes = nodes[order]
+        cuts = np.flatnonzero(np.diff(labels[nodes])) + 1
+        peeled = []
+        for comp in np.split(nodes, cuts):
+            if len(comp) < 2:
+                continue
+            centre = 0
+            if anchor == "centre" and len(comp) <= CENTRE_MAX:
+                sims = np.stack([np.asarray(similarity(int(i), comp), np.float64) for i in comp])
+                centre = int(np.argmax(sims.sum(axis=1)))  # first in keeping order on ties
+            c = int(comp[centre])
+            sc = np.asarray(similarity(c, comp), np.float64)
+            ok = sc >= kt
+            ok[centre] = True
+            if ok.sum() >= 2:
+                members = comp[ok]  # still in keeping order: the first is the keeper
+                keeper = int(members[0])
+                scores = np.asarray(similarity(keeper, members), np.float64)
+                scores[0] = 1.0
+                out.append((keeper, members, scores))
+            else:  # the anchor matches nobody well enough: it leaves, the rest regroup
+                ok[:] = False
+                ok[centre] = True
+            peeled.append(comp[~ok])
+        still = np.zeros(n, bool)
+        for p in peeled:
+            still[p] = True
+        if not still.any():
+            break
+        both = still[a] & still[b]
+        a, b = a[both], b[both]
+        active = np.zeros(n, bool)
+        active[a] = True
+        active[b] = True
+    return out
+
+
+# -- from an index ---------------------------------------------------------------------
+
+@dataclass
+class _Nodes:
+    paths: list[str]
+    ids: list[int | None]
+    width: np.ndarray
+    height: np.ndarray
+    size: np.ndarray
+    mtime: np.ndarray
+    vectors: "_Vectors"
+    side: list[str] = field(default_factory=list)
+
+
+class _Vectors:
+    """Node vectors read on demand from one or more (matrix, rows) parts: the index's
+    memory-mapped matrix is never copied as a whole."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(r) for _, r in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def take(self, idx) -> np.ndarray:
+        idx = np.atleast_1d(np.asarray(idx, np.int64))
+        part = np.searchsorted(self.offsets, idx, "right") - 1
+        m0 = self.parts[0][0]
+        out = np.empty((len(idx), m0.shape[1]), m0.dtype)
+        for p, (matrix, rows) in enumerate(self.parts):
+            sel = part == p
+            if sel.any():
+                out[sel] = matrix[rows[idx[sel] - self.offsets[p]]]
+        return out
+
+
+def _similarity_fn(vectors: _Vectors, metric: str, bits: int):
+    if metric == "hamming":
+        def sim(i, js):
+            d = np.bitwise_count(vectors.take(js) ^ vectors.take(i)).sum(axis=1)
+            return 1.0 - d / bits
+    else:
+        def sim(i, js):
+            return vectors.take(js).astype(np.float32) @ vectors.take(i)[0].astype(np.float32)
+    return sim
+
+
+def _index_nodes(index, side: str = "index") -> _Nodes:
+    live = index.live()
+    return _catalog_nodes(live.ids, live.paths, live.rows, live.matrix, index.store.catalog, side)
+
+
+def _catalog_nodes(ids, paths: list[str], rows, matrix: np.ndarray, catalog, side: str) -> _Nodes:
+    """Nodes for files ``(ids, paths, rows)`` whose vectors are ``matrix[rows]``; resolution,
+    size and mtime from ``catalog``."""
+    recs = {r.path: r for r in catalog.records(status="ok")}
+    rs = [recs.get(p) for p in paths]
+    vec = _Vectors([(matrix, np.asarray(rows, np.int64))])
+    return _Nodes(
+        list(paths), [int(i) for i in ids],
+        np.array([r.width or 0 if r else 0 for r in rs], np.int64),
+        np.array([r.height or 0 if r else 0 for r in rs], np.int64),
+        np.array([r.size if r else 0 for r in rs], np.int64),
+        np.array([r.mtime_ns if r else 0 for r in rs], np.int64),
+        vec, [side] * len(rs),
+    )
+
+
+def _folder_nodes(index, folder: str) -> _Nodes:
+    """Embed every image under ``folder`` with ``index``'s extractor; writes nothing.
+
+    One image at a time through :meth:`Index.embed` (an indexed, unchanged file
+    reuses its stored vector); images it cannot decode are left out.
+    """
+    from PIL import Image
+
+    from .query import QueryError
+
+    paths, vecs, widths, heights, sizes, mtimes = [], [], [], [], [], []
+    for e in walk(folder):
+        try:
+            vecs.append(index.embed(e.path))
+        except QueryError:
+            continue
+        try:
+            with Image.open(e.path) as im:
+                w, h = im.size
+        except Exception:
+            w = h = 0
+        paths.append(display_path(e.path))
+        widths.append(w)
+        heights.append(h)
+        sizes.append(e.size)
+        mtimes.append(e.mtime_ns)
+    dim = index.store.matrix().shape[1]
+    dtype = np.uint8 if index.store.manifest.metric == "hamming" else np.float32
+    vec = _Vectors([(np.asarray(vecs, dtype) if vecs else np.zeros((0, dim), dtype), np.arange(len(vecs)))])
+    return _Nodes(paths, [None] * len(paths), np.array(widths, np.int64), np.array(heights, np.int64),
+                  np.array(sizes, np.int64), np.array(mtimes, np.int64), vec, ["against"] * len(paths))
+
+
+def find_duplicates(index, threshold: float | None = None, k: int = DEFAULT_K, against=None,
+                    keeper_threshold: float | None = None) -> list[DuplicateGroup]:
+    """Near-duplicate groups of ``index`` (or, with ``against``, matches between the sets).
+
+    ``against``: an :class:`Index`, an index directory or an image folder.
+    Groups are ordered by keeper path.
+    """
+    if threshold is None:
+        threshold = default_threshold(index.store.manifest.extractor, index.store.manifest.metric)
+    cand = candidates(index, threshold, k, against)
+    return cand.groups(threshold, keeper_threshold)
+
+
+@dataclass
+class Candidates:
+    """Scored candidate pairs over numbered nodes; :meth:`groups` applies a threshold."""
+
+    nodes: _Nodes
+    a: np.ndarray
+    b: np.ndarray
+    s: np.ndarray
+    rank: np.ndarray
+    similarity: Callable[[int, np.ndarray], np.ndarray]
+    cross: bool
+
+    def groups(self, threshold: float, keeper_threshold: float | None = None) -> list[DuplicateGroup]:
+        nodes = self.nodes
+        raw = group_pairs(len(nodes.paths), self.a, self.b, self.s, threshold, self.rank,
+                          self.similarity, keeper_threshold)
+        groups = []
+        for keeper, members, scores in raw:
+            if self.cross and len({nodes.side[m] for m in members}) < 2:
+                continue  # a regrouped remainder from one set only
+            ms = [_member(nodes, int(m), float(sc)) for m, sc in zip(members, scores)]
+            rest = sorted(ms[1:], key=lambda m: (-m.score, m.path))
+            groups.append(DuplicateGroup(ms[0], [ms[0], *rest]))
+        groups.sort(key=lambda g: g.keeper.path)
+        return groups
+
+
+def candidates(index, min_score: float, k: int = DEFAULT_K, against=None) -> Candidates:
+    """Pairs scoring at least ``min_score`` among each file's ``k`` nearest neighbours
+    (or, with ``against``, between each ``against`` image and its ``k`` nearest in ``index``)."""
+    metric, bits = index.store.manifest.metric, index.extractor.dim
+    nodes = _index_nodes(index)
+    n_a = len(nodes.paths)
+    pos = {i: j for j, i in enumerate(nodes.ids)}
+    a: list[int] = []  # pair i: nodes a[i], b[i], score s[i]
+    b: list[int] = []
+    s: list[float] = []
+    if against is None:
+        for j, (path, hits) in enumerate(index.neighbours(k)):
+            for h in hits:
+                # h.id not in pos: a file only the search backend knows (another shard's, in Milvus)
+                if h.score >= min_score and h.id in pos:
+                    a.append(j)
+                    b.append(pos[h.id])
+                    s.append(h.score)
+        allnodes = nodes
+    else:
+        other = _against_nodes(index, against)
+        for start in range(0, len(other.paths), 1024):
+            vq = other.vectors.take(np.arange(start, min(start + 1024, len(other.paths))))
+            found = index.search_vectors(vq if metric == "hamming" else vq.astype(np.float32), k)
+            for off, hits in enumerate(found):
+                j = start + off
+                for h in hits:
+                    if h.score >= min_score and h.path != other.paths[j] and h.id in pos:
+                        a.append(n_a + j)
+                        b.append(pos[h.id])
+                        s.append(h.score)
+        allnodes = _concat(nodes, other)
+    rank = keeper_rank(allnodes.width * allnodes.height, allnodes.size, allnodes.mtime, allnodes.paths)
+    return Candidates(allnodes, np.array(a, np.int64), np.array(b, np.int64), np.array(s, np.float64), rank,
+                      _similarity_fn(allnodes.vectors, metric, bits), against is not None)
+
+
+def _member(nodes: _Nodes, i: int, score: float) -> Member:
+    w, h = int(nodes.width[i]), int(nodes.height[i])
+    return Member(nodes.paths[i], nodes.ids[i], round(min(score, 1.0), 6), w or None, h or None,
+                  int(nodes.size[i]), int(nodes.mtime[i]), nodes.side[i])
+
+
+def _concat(x: _Nodes, y: _Nodes) -> _Nodes:
+    vec = _Vectors(x.vectors.parts + y.vectors.parts)
+    return _Nodes(x.paths + y.paths, x.ids + y.ids, np.concatenate([x.width, y.width]),
+                  np.concatenate([x.height, y.height]), np.concatenate([x.size, y.size]),
+                  np.concatenate([x.mtime, y.mtime]), vec, x.side + y.side)
+
+
+def _against_nodes(index, against) -> _Nodes:
+    """``against`` as nodes: an open index, an index directory or an image folder."""
+    if not isinstance(against, (str, os.PathLike)):  # an open index
+        if against.store.manifest.extractor != index.store.manifest.extractor:
+            from .store.manifest import ExtractorMismatch, spec_differences
+
+            diff = spec_differences(against.store.manifest.extractor, index.store.manifest.extractor)
+            raise ExtractorMismatch(f"{against.path} was built with another extractor: {'; '.join(diff)}")
+        return _index_nodes(against, "against")
+    path = os.path.abspath(os.path.expanduser(os.fspath(against)))
+    if os.path.exists(os.path.join(path, "manifest.json")):
+        return _directory_nodes(path, index.store.manifest.extractor)
+    if not os.path.isdir(path):
+        raise PathNotFound(f"--against: {path} is neither an index nor a folder")
+    return _folder_nodes(index, path)
+
+
+def _directory_nodes(path: str, spec: dict) -> _Nodes:
+    """The files of another index directory, read from its store (this module comes before
+    the :class:`Index` facade and never opens one); :class:`ExtractorMismatch` if it was
+    built with another extractor than ``spec``. Nothing is written."""
+    from .store import IndexStore
+
+    store = IndexStore.open(path, spec)
+    try:
+        ids, paths, rows = store.catalog.live()
+        matrix = np.array(store.matrix()[np.asarray(rows, np.int64)])  # a copy: the store is closed next
+        return _catalog_nodes(ids, paths, np.arange(len(rows)), matrix, store.catalog, "against")
+    finally:
+        store.close()
