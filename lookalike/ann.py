@@ -34,7 +34,7 @@ import logging
 import numpy as np
 
 from .errors import LookalikeError, UsageError
-from .search import LiveSet, SearchResult, VectorSearch, hits_from_rows
+from .search import ExactSearch, LiveSet, SearchBackend, SearchResult, VectorSearch, hits_from_rows
 from .store.manifest import (
     ANN_KINDS as KINDS,
     ANN_NAME as FILE_NAME,
@@ -294,6 +294,43 @@ def open_search(store, live: LiveSet, current: AnnIndex | None = None, *, save: 
             current.save(directory, store.matrix(), store.catalog.identity())
             store.note_file(FILE_NAME, "ann")
     return current
+
+
+class FolderSearch(SearchBackend):
+    """The search side of an index folder: the FAISS structure when the index uses one
+    (:func:`open_search`, kept in memory between searches), exact search otherwise."""
+
+    def __init__(self) -> None:
+        self.ann: AnnIndex | None = None
+
+    def kind(self, index) -> str:
+        return resolve(index.store.manifest.ann, len(index.live().rows))
+
+    def set_kind(self, index, kind: str) -> None:
+        resolve(kind, 0)
+        if kind != index.store.manifest.ann:
+            index.store.set_ann(kind)
+            self.ann = None
+        self.refresh(index, save=True)
+
+    def refresh(self, index, *, save: bool = False) -> AnnIndex | None:
+        self.ann = open_search(index.store, index.live(), self.ann, save=save)
+        return self.ann
+
+    def forget(self) -> None:
+        """Drop the structure held in memory (after a repair): the next search loads it again."""
+        self.ann = None
+
+    def vector_search(self, index, *, exact: bool = False, every: bool = False) -> VectorSearch:
+        live = index.live()
+        if not (exact or every):
+            ann = self.ann
+            if ann is None or ann.ntotal != len(live.matrix) or ann.kind != self.kind(index):
+                ann = self.refresh(index)
+            if ann is not None:
+                ann.update(live)
+                return ann
+        return ExactSearch(live, index.store.manifest.metric, index.extractor.dim)
 
 
 def problem(directory: str, metric: str, matrix: np.ndarray, identity: str | None) -> str | None:

@@ -15,7 +15,7 @@ from . import ann as ann_mod, decode, indexer, query as pipeline
 from .errors import UsageError
 from .extractors import Extractor, registry
 from .query import MIN_REGION_SIDE, VERIFY_CANDIDATES, NoKeypoints, QueryError, query_views  # noqa: F401 (API)
-from .search import ExactSearch, LiveSet, SearchResult, VectorSearch
+from .search import LiveSet, SearchBackend, SearchResult, VectorSearch
 from .shards import shard_filter
 from .sources import display_path
 from .store import FileRecord, IndexDamaged, IndexStore, Manifest
@@ -68,13 +68,15 @@ class Index:
     >>> index.search("query.jpg", k=5)[0].path                # doctest: +SKIP
     """
 
-    def __init__(self, store: IndexStore, extractor: Extractor, max_pixels: int = decode.DEFAULT_MAX_PIXELS):
+    def __init__(self, store: IndexStore, extractor: Extractor, max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+                 backend: SearchBackend | None = None):
         self.store = store
         self.extractor = extractor
         self.max_pixels = max_pixels
+        #: where the vectors are searched: this folder (FAISS or exact) or a Milvus collection
+        self.backend = backend if backend is not None else ann_mod.FolderSearch()
         self._live: LiveSet | None = None
         self._live_key: tuple | None = None
-        self._ann: ann_mod.AnnIndex | None = None
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
@@ -152,7 +154,10 @@ class Index:
         return cls.create(path, extractor if extractor is not None else registry.DEFAULT, **kw)
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            self.backend.close()
 
     def __enter__(self) -> "Index":
         return self
@@ -188,6 +193,7 @@ class Index:
         ``shard=(I, N)``: only the files of shard I of N (see :func:`lookalike.backends.shard_filter`).
         """
         folder = os.path.expanduser(os.fspath(folder))
+        self.backend.before_add(self, shard)
         try:
             report = indexer.index_folder(
                 self.store, self.extractor, folder, jobs=jobs, batch_size=batch_size,
@@ -201,36 +207,25 @@ class Index:
 
     def set_ann(self, kind: str) -> None:
         """Choose the search structure (``auto``, ``exact``, ``hnsw``, ``ivfpq``) and build it."""
-        ann_mod.resolve(kind, 0)
-        if kind != self.store.manifest.ann:
-            self.store.set_ann(kind)
-            self._ann = None
-        self.update_ann(save=True)
+        self.backend.set_kind(self, kind)
 
     def ann_kind(self) -> str:
-        """The structure searches use now (``exact``, ``hnsw`` or ``ivfpq``)."""
-        return ann_mod.resolve(self.store.manifest.ann, len(self.live().rows))
+        """The structure searches use now (``exact``, ``hnsw``, ``ivfpq``, or Milvus's)."""
+        return self.backend.kind(self)
 
     def update_ann(self, *, save: bool = False) -> ann_mod.AnnIndex | None:
-        """Bring the FAISS structure up to date with the committed vectors (see
-        :func:`lookalike.ann.open_search`); ``None`` when the index searches exactly.
-        ``save=True`` writes it back (the caller must be the writer, or hold no one's lock)."""
-        self._ann = ann_mod.open_search(self.store, self.live(), self._ann, save=save)
-        return self._ann
+        """Bring the search structure up to date with the committed vectors (for a folder,
+        :func:`lookalike.ann.open_search`: the FAISS structure, ``None`` when the index
+        searches exactly). ``save=True`` writes it back (the caller must be the writer,
+        or hold no one's lock)."""
+        return self.backend.refresh(self, save=save)
 
     def vector_search(self, *, exact: bool = False, every: bool = False) -> VectorSearch:
-        """The search structure over the current snapshot: FAISS when the index uses one,
-        else (or with ``exact``, or ``every`` for a search that wants every file)
-        :class:`~lookalike.search.ExactSearch`."""
-        live = self.live()
-        if not (exact or every):
-            ann = self._ann
-            if ann is None or ann.ntotal != len(live.matrix) or ann.kind != self.ann_kind():
-                ann = self.update_ann()
-            if ann is not None:
-                ann.update(live)
-                return ann
-        return ExactSearch(live, self.store.manifest.metric, self.extractor.dim)
+        """The search structure over the current snapshot (a
+        :class:`~lookalike.search.VectorSearch`): FAISS, exact or Milvus, as the index
+        uses; ``exact`` (or ``every``, for a search that wants every file, on a folder)
+        gives :class:`~lookalike.search.ExactSearch`."""
+        return self.backend.vector_search(self, exact=exact, every=every)
 
     # -- reading -------------------------------------------------------------
     def live(self) -> LiveSet:
@@ -241,7 +236,8 @@ class Index:
             if matrix.dtype == np.float16 and matrix.size * 4 <= DENSE_LIMIT_BYTES:
                 # BLAS has no float16: converting per query would dominate exact search
                 matrix = np.asarray(matrix, dtype=np.float32)
-            self._live = LiveSet(np.asarray(ids, np.int64), paths, np.asarray(rows, np.int64), matrix)
+            file_ids = self.backend.file_ids(np.asarray(ids, np.int64), paths)
+            self._live = LiveSet(file_ids, paths, np.asarray(rows, np.int64), matrix)
             self._live_key = key
         return self._live
 
@@ -417,14 +413,16 @@ class Index:
         """
         metric_ok = self.extractor.metric == self.store.manifest.metric
         done = self.store.repair(dim=self.extractor.dim if metric_ok else None)
-        self._live, self._ann, self._bitmap = None, None, None
+        self._live = None
+        if isinstance(self.backend, ann_mod.FolderSearch):
+            self.backend.forget()
         problem = self._ann_problem()
         if problem:
             with self.store.writing():
                 ann_mod.remove(self.path)
                 rebuilt = self.update_ann(save=True)
             done.append(f"{problem}: " + ("rebuilt it" if rebuilt is not None else "removed it (search is exact)"))
-        return done
+        return done + self.backend.repair(self)
 
     def _ann_problem(self) -> str | None:
         """Why the saved search structure does not fit (``None``: it fits, there is none, or the rows are damaged)."""
@@ -438,8 +436,7 @@ class Index:
 
     def record_id(self, rec: FileRecord) -> int:
         """The id that search results and :meth:`live` give the file of catalog record ``rec``."""
-        assert rec.id is not None  # a record read from the catalog
-        return rec.id
+        return self.backend.record_id(rec)
 
     def skipped(self) -> list[FileRecord]:
         """Files that could not be indexed, with ``reason`` and ``detail``."""
@@ -450,7 +447,7 @@ class Index:
         size = sum(p.stat().st_size for p in self.store.directory.iterdir() if p.is_file())
         return IndexInfo(
             path=self.path,
-            manifest=asdict(self.store.manifest),
+            manifest={**asdict(self.store.manifest), **self.backend.describe()},
             files=counts["ok"],
             skipped=counts["skipped"],
             skip_reasons=self.store.catalog.skip_counts(),

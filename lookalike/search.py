@@ -195,3 +195,54 @@ class ExactSearch(VectorSearch):
         if not len(self.live.rows):
             return [[] for _ in np.atleast_2d(queries)]
         return search_vectors(self.live, queries, k, self.metric, self.bits)
+
+
+class SearchBackend:
+    """Where an index's vectors are searched, and what that place adds to the index:
+    :class:`lookalike.ann.FolderSearch` (the index folder: FAISS or exact) or
+    :class:`lookalike.backends.milvus.MilvusBackend` (a Milvus collection).
+
+    :class:`~lookalike.index.Index` holds one and asks it; the defaults here are those
+    of a backend with nothing to add.
+    """
+
+    name = "folder"
+
+    def kind(self, index) -> str:
+        """The structure searches use now (``exact``, ``hnsw``, ``milvus HNSW (COSINE)``, ...)."""
+        raise NotImplementedError
+
+    def set_kind(self, index, kind: str) -> None:
+        """Choose the structure (``auto``, ``exact``, ``hnsw``, ``ivfpq``) and build it."""
+        raise NotImplementedError
+
+    def refresh(self, index, *, save: bool = False):
+        """Bring the structure up to date with the committed vectors; ``save``: persist it."""
+        return None
+
+    def vector_search(self, index, *, exact: bool = False, every: bool = False) -> VectorSearch:
+        """The :class:`VectorSearch` over the index's current snapshot (``exact``: the reference)."""
+        live = index.live()
+        return ExactSearch(live, index.store.manifest.metric, index.extractor.dim)
+
+    def file_ids(self, ids: np.ndarray, paths: list[str]) -> np.ndarray:
+        """The ids search results give the files of a snapshot (default: catalog ids)."""
+        return ids
+
+    def record_id(self, rec) -> int:
+        assert rec.id is not None  # a record read from the catalog
+        return rec.id
+
+    def before_add(self, index, shard: tuple[int, int] | None) -> None:
+        """Called before indexing a folder (the backend may refuse, or repair first)."""
+
+    def repair(self, index) -> list[str]:
+        """What the backend repaired beyond the index folder, one line each."""
+        return []
+
+    def describe(self) -> dict:
+        """Extra entries for :meth:`Index.info`'s manifest."""
+        return {}
+
+    def close(self) -> None:
+        pass

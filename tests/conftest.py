@@ -1,6 +1,8 @@
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -13,6 +15,15 @@ DATA = Path(__file__).resolve().parent / "data"
 ODD = DATA / "odd"
 DEMO = ROOT / "lookalike" / "demo" / "images"
 BENCH = ROOT.parent / "shared" / "bench"
+LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
+
+
+def run_cli(*args, check=True) -> subprocess.CompletedProcess:
+    """``lookalike ARGS...`` in a subprocess; with ``check``, a non-zero exit fails the test."""
+    out = subprocess.run([*LOOKALIKE, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}")
+    return out
 
 
 @pytest.fixture

@@ -19,16 +19,9 @@ from lookalike import Index
 from lookalike import actions as act
 from lookalike.actions import read_log
 
-from .conftest import DEMO
+from .conftest import DEMO, LOOKALIKE, run_cli
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
-
-
-def run(*args, check=True):
-    out = subprocess.run([*LOOKALIKE, *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check and out.returncode != 0:
-        raise AssertionError(f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}")
-    return out
+run = run_cli
 
 
 def one_line_error(out) -> str:

@@ -77,9 +77,9 @@ def backend(request, tmp_path, tmp_path_factory):
 def _consistent(ix) -> None:
     """For Milvus: every indexed file is an entity under its path id, and nothing else is."""
     assert ix.check() == []
-    if ix.__class__.__name__ == "MilvusIndex":
+    if ix.backend.name == "milvus":
         live = ix.live()
-        assert ix.collection.count() == len(live.paths)
+        assert ix.backend.collection.count() == len(live.paths)
         assert sorted(live.ids.tolist()) == sorted(path_id(p) for p in live.paths)
 
 
@@ -274,14 +274,14 @@ def test_failure_between_milvus_and_catalog_is_repaired_by_a_rerun(milvus_ok, tm
     make_pattern_images(folder, 20)
     db = tmp_path / "m.db"
     with open_index(db, "phash", create=True) as ix:
-        real = ix.collection.client
-        ix.collection.client = FailingClient(real, "upsert", after=2, when=when)
+        real = ix.backend.collection.client
+        ix.backend.collection.client = FailingClient(real, "upsert", after=2, when=when)
         with pytest.raises(MilvusError, match="injected failure"):
             ix.add(folder, jobs=1, batch_size=4)
-        ix.collection.client = real
+        ix.backend.collection.client = real
         committed = len(ix)
         assert committed == 8  # two batches of 4 reached the catalog
-        assert ix.collection.count() == (12 if when == "after" else 8)
+        assert ix.backend.collection.count() == (12 if when == "after" else 8)
         lost = sorted(folder.iterdir())[9]  # in the failed batch, deleted before the rerun
         lost.unlink()
         report = ix.add(folder, jobs=1, batch_size=4)
@@ -291,10 +291,10 @@ def test_failure_between_milvus_and_catalog_is_repaired_by_a_rerun(milvus_ok, tm
         # deletes: the files go, Milvus forgets them, then the catalog commit fails
         for p in sorted(folder.iterdir())[:5]:
             p.unlink()
-        ix.collection.client = FailingClient(real, "delete", after=0, when=when)
+        ix.backend.collection.client = FailingClient(real, "delete", after=0, when=when)
         with pytest.raises(MilvusError):
             ix.add(folder, jobs=1)
-        ix.collection.client = real
+        ix.backend.collection.client = real
         assert len(ix) == 20  # the catalog still lists them (and the new cat)
         report = ix.add(folder, jobs=1)
         assert report.removed == 5 and len(ix) == 15
@@ -316,7 +316,7 @@ def test_shards_fill_one_collection_that_any_reader_searches(milvus_ok, tmp_path
     assert sum(len(s) for s in per_shard) == 24 and set().union(*per_shard) == {str(p) for p in paths}
     with open_index(db) as reader:  # knows no file locally: searches Milvus alone
         assert len(reader) == 0
-        assert reader.collection.count() == 24
+        assert reader.backend.collection.count() == 24
         hits = reader.search(paths[7], k=24)
         assert hits[0].path == str(paths[7]) and hits[0].id == path_id(str(paths[7]))
         assert {h.path for h in hits} == {str(p) for p in paths}

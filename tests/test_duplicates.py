@@ -3,8 +3,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +13,9 @@ from lookalike import DuplicateGroup, ExtractorMismatch, Index, Member
 from lookalike.actions import read_log
 from lookalike.duplicates import DEFAULT_THRESHOLDS, group_pairs, keeper_rank, plan_actions
 
-from .conftest import DEMO
+from .conftest import DEMO, run_cli
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.cli"]
-
-
-def run(*args, check=True):
-    out = subprocess.run([*LOOKALIKE, *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check and out.returncode != 0:
-        raise AssertionError(f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}")
-    return out
+run = run_cli
 
 
 def tree_state(folder: Path) -> dict[str, tuple]:

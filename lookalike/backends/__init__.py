@@ -5,7 +5,7 @@ by the location:
 
 * a folder (``pics.idx``): the local backend, :class:`lookalike.Index`
   (SQLite catalog + vector file + FAISS structure);
-* a Milvus URI: :class:`lookalike.backends.milvus.MilvusIndex`, the same API
+* a Milvus URI: :func:`lookalike.backends.milvus.connect_index`, the same API
   with vectors and search in a Milvus collection. ``./file.db`` is Milvus
   Lite (embedded, started from the file by ``pymilvus``), ``http://host:19530``
   a Milvus server or cluster (``token=`` for authentication).
@@ -64,10 +64,10 @@ def open_index(
     """
     kw = {key: value for key, value in kw.items() if value is not None}  # unset options: defaults
     if is_milvus_uri(location):
-        from .milvus import MilvusIndex
+        from .milvus import connect_index
 
-        return MilvusIndex.connect(location, extractor, create=create, token=token, collection=collection,
-                                   local=local, shard=shard, **kw)
+        return connect_index(location, extractor, create=create, token=token, collection=collection,
+                             local=local, shard=shard, **kw)
     from ..index import Index
 
     exists = os.path.exists(os.path.join(os.path.expanduser(os.fspath(location)), "manifest.json"))

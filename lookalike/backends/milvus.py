@@ -19,11 +19,16 @@ exactly as for a local index. Every batch is written to Milvus *first*
 (deletes, then one upsert), then committed to the catalog in one SQLite
 transaction. A crash in between leaves entities the catalog does not know;
 the rerun embeds those files again and upserts them over the same ids
-(idempotent), and re-applies deletes. Search, ``search_many``, ``neighbours``
-and ``duplicates`` are the base class's; the vector search is
-:class:`MilvusSearch` (the :class:`~lookalike.search.VectorSearch` interface, as
-for exact and FAISS search), and ``live`` (ids), ``info``, ``check`` and the
-ANN upkeep differ.
+(idempotent), and re-applies deletes.
+
+:func:`connect_index` gives a plain :class:`~lookalike.Index` made of two
+implementations of the interfaces a folder index uses: :class:`MilvusStore`
+(the store: the local catalog, writing the collection first) and
+:class:`MilvusBackend` (the :class:`~lookalike.search.SearchBackend`: search
+through :class:`MilvusSearch`, a :class:`~lookalike.search.VectorSearch` like
+exact and FAISS search; path ids; the collection's own index type). Search,
+``search_many``, ``neighbours``, ``duplicates``, ``info`` and ``check`` are
+``Index``'s own.
 
 Index types (``ann`` at creation): ``auto``/``hnsw`` -> HNSW (M 16, efConstruction
 200, ef 256 at search), ``ivfpq`` -> IVF_FLAT (nlist 1024, nprobe 64), ``exact``
@@ -42,7 +47,6 @@ import os
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Iterator, cast
 from urllib.parse import urlparse
 
@@ -51,8 +55,8 @@ import numpy as np
 from .. import decode
 from ..version import __version__
 from ..extractors import Extractor, registry
-from ..index import Index, IndexInfo, new_manifest, take_state
-from ..search import LiveSet, SearchResult, VectorSearch
+from ..index import Index, new_manifest, take_state
+from ..search import SearchBackend, SearchResult, VectorSearch
 from ..store import FileRecord, IndexStore, IndexStoreError, Manifest, NotAnIndex
 from ..store.manifest import check_extractor
 from . import is_server_uri, path_id
@@ -478,195 +482,168 @@ class MilvusSearch(VectorSearch):
 
 
 # -- the index ----------------------------------------------------------------------------
-class MilvusIndex(Index):
-    """An :class:`~lookalike.Index` whose vectors are searched in a Milvus collection.
+class MilvusBackend(SearchBackend):
+    """The search side of an index whose vectors live in a Milvus collection (the
+    :class:`~lookalike.search.SearchBackend` interface): :class:`MilvusSearch` over
+    the collection, path ids as file ids, the collection's own index type, and
+    re-sending what the collection lost before indexing or when repairing.
 
-    >>> ix = MilvusIndex.connect("pics.db", "phash", create=True)   # doctest: +SKIP
-    >>> ix.add("photos/"); ix.search("q.jpg", k=5)                  # doctest: +SKIP
+    >>> ix = connect_index("pics.db", "phash", create=True)   # doctest: +SKIP
+    >>> ix.add("photos/"); ix.search("q.jpg", k=5)      # doctest: +SKIP
 
     File ids (``SearchResult.id``, ``live().ids``) are :func:`~lookalike.backends.path_id`
     of the path, the collection's primary key, not the local catalog's row ids.
     """
 
-    store: MilvusStore
+    name = "milvus"
 
-    def __init__(self, store: MilvusStore, extractor: Extractor, max_pixels: int = decode.DEFAULT_MAX_PIXELS):
-        super().__init__(store, extractor, max_pixels)
-        self.collection = store.collection
-        self._mapped: tuple[LiveSet, LiveSet] | None = None  # (local live set, the same with path ids)
-
-    @classmethod
-    def connect(
-        cls,
-        uri: str | os.PathLike,
-        extractor: str | dict | Extractor | None = None,
-        *,
-        create: bool = False,
-        token: str | None = None,
-        collection: str | None = None,
-        local: str | os.PathLike | None = None,
-        shard: tuple[int, int] | None = None,
-        threads: int | None = None,
-        max_pixels: int = decode.DEFAULT_MAX_PIXELS,
-        ann: str = "auto",
-        storage: str | None = None,
-        keypoints: str | dict | None = "auto",
-    ) -> "MilvusIndex":
-        """Open (``create=True``: or create) the index in collection ``collection`` at ``uri``.
-
-        ``uri``: ``./file.db`` (Milvus Lite) or ``http://host:19530``; ``token``:
-        ``"user:password"`` or an API key. ``local``: the folder of the local
-        catalog (default: :func:`default_local_dir`). ``extractor`` must match
-        the collection's (:class:`~lookalike.ExtractorMismatch` says what differs).
-        """
-        uri = os.fspath(uri)
-        if not is_server_uri(uri):
-            uri = os.path.abspath(os.path.expanduser(uri))
-        name = collection or DEFAULT_COLLECTION
-        wanted = registry.create(extractor, threads=threads) if extractor is not None else None
-        directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
-            default_local_dir(uri, name, shard)
-        client = connect(uri, token)
-        store: MilvusStore | None = None
-        try:
-            coll = Collection.open(client, uri, name)
-            made = coll is None
-            if coll is None:
-                kept = os.path.exists(os.path.join(directory, "manifest.json"))
-                if not create and kept:
-                    raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} any more (its local catalog "
-                                     f"{directory} remains): run `lookalike index` on the indexed folders again "
-                                     "to make it again and send them")
-                if not create:
-                    raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} (create it with `lookalike index`)")
-                if kept:
-                    # the local catalog outlived its collection (dropped behind lookalike's back):
-                    # make it again as the catalog knows it; the next add re-sends every file
-                    store = cast(MilvusStore, MilvusStore.open(directory, wanted.spec() if wanted is not None else None))
-                    refusal = _link_refusal(store, uri, name, None, made=True)
-                    if refusal:
-                        raise IndexStoreError(refusal)
-                    manifest = store.manifest
-                else:
-                    manifest = new_manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
-                                         keypoints)
-                coll = Collection.create(client, uri, name, manifest, manifest.ann)
-            where = f"Milvus collection {name!r} at {uri}"
-            stored = Manifest(extractor=coll.spec, dim=coll.dim, metric=coll.metric,
-                              dtype=coll.properties.get(PROPERTY + "dtype", "float16"),
-                              lookalike_version=coll.properties.get(PROPERTY + "version", ""),
-                              ann=coll.properties.get(PROPERTY + "ann", "auto"),
-                              local=json.loads(coll.properties.get(PROPERTY + "keypoints", "null")))
-            if wanted is not None:
-                check_extractor(stored, wanted.spec(), where)
-            store = _local_store(directory, stored, coll, made, store)
-        except BaseException:
-            if store is not None:
-                store.close()
-            disconnect(client, uri)
-            raise
-        ext = wanted if wanted is not None else registry.create(coll.spec, threads=threads)
-        take_state(store, ext)
-        return cls(store, ext, max_pixels)
-
-    @classmethod
-    def open(cls, uri, extractor=None, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path; connect's options
-        """:meth:`connect` to an existing collection."""
-        return cls.connect(uri, extractor, **kw)
-
-    @classmethod
-    def create(cls, uri, extractor=registry.DEFAULT, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path
-        """:meth:`connect` with ``create=True`` (an existing collection is opened and checked)."""
-        return cls.connect(uri, extractor, create=True, **kw)
-
-    @classmethod
-    def open_or_create(cls, uri, extractor=None, **kw) -> "MilvusIndex":  # type: ignore[override]  # a URI, not a path
-        return cls.connect(uri, extractor, create=True, **kw)
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.collection.close()
+    def __init__(self, collection: Collection):
+        self.collection = collection
+        self._ids: tuple[list[str], np.ndarray] | None = None  # (paths, their path ids) of the last snapshot
 
     @property
     def uri(self) -> str:
         return self.collection.uri
 
-    def add(self, folder, **kw):
-        """As :meth:`Index.add`; ``shard=(I, N)`` indexes only the files of shard I of N."""
-        if kw.get("shard") is not None and kw["shard"][1] > 1 and self.extractor.trainable:
-            raise UsageError(f"--shard cannot be used with the trainable extractor {self.extractor.name!r}: "
-                             "each shard would learn its own vocabulary")
-        with self.store.writing():  # first repair what the collection lost behind our back
-            self.store.resend_missing()
-        return super().add(folder, **kw)
+    def kind(self, index) -> str:
+        return f"milvus {self.collection.index_type} ({self.collection.milvus_metric})"
 
-    def repair(self) -> list[str]:
-        """As :meth:`Index.repair`, then the files the collection lost are sent again
-        (:meth:`MilvusStore.resend_missing`)."""
-        done = super().repair()
-        with self.store.writing():
-            sent = self.store.resend_missing()
-        if sent:
-            done.append(f"sent {sent} indexed files that Milvus collection {self.collection.name!r} lacked again")
-        return done
+    def set_kind(self, index, kind: str) -> None:
+        raise UsageError(f"the Milvus index type ({self.collection.index_type}) is chosen when the collection "
+                         "is created (`--ann` at the first `lookalike index`)")
 
-    # -- search structure: Milvus's own -----------------------------------------------
-    def update_ann(self, *, save: bool = False):
-        """Milvus maintains its index itself; ``save=True`` (after :meth:`add`) flushes the
+    def refresh(self, index, *, save: bool = False):
+        """Milvus maintains its index itself; ``save=True`` (after :meth:`Index.add`) flushes the
         collection, sealing what was written so that it is searched through the index (on
         Milvus Lite, 10x faster than the growing segment)."""
         if save:
             self.collection.flush()
         return None
 
-    def set_ann(self, kind: str) -> None:
-        raise UsageError(f"the Milvus index type ({self.collection.index_type}) is chosen when the collection "
-                         "is created (`--ann` at the first `lookalike index`)")
+    def vector_search(self, index, *, exact: bool = False, every: bool = False) -> VectorSearch:
+        """:class:`MilvusSearch` over the collection; ``exact=True`` searches the local
+        catalog's vectors exactly instead (the reference; only the files this process's
+        catalog indexed)."""
+        if exact:
+            return super().vector_search(index, exact=True)
+        return MilvusSearch(self.collection, lambda: _refuse_if_emptied(index.store, self.collection))
 
-    def ann_kind(self) -> str:
-        return f"milvus {self.collection.index_type} ({self.collection.milvus_metric})"
-
-    # -- reading -----------------------------------------------------------------------
-    def live(self) -> LiveSet:
-        """The local catalog's files (as for a local index), with Milvus ids (path ids)."""
-        local = super().live()
-        if self._mapped is None or self._mapped[0] is not local:
-            ids = np.fromiter((path_id(p) for p in local.paths), np.int64, len(local.paths))
-            self._mapped = (local, LiveSet(ids, local.paths, local.rows, local.matrix))
-        return self._mapped[1]
+    def file_ids(self, ids: np.ndarray, paths: list[str]) -> np.ndarray:
+        if self._ids is None or self._ids[0] is not paths:
+            self._ids = (paths, np.fromiter((path_id(p) for p in paths), np.int64, len(paths)))
+        return self._ids[1]
 
     def record_id(self, rec: FileRecord) -> int:
         return path_id(rec.path)
 
-    def vector_search(self, *, exact: bool = False, every: bool = False) -> VectorSearch:
-        """The collection's search (:class:`MilvusSearch`); ``exact=True`` searches the local
-        catalog's vectors exactly instead (the reference; only the files this process's
-        catalog indexed)."""
-        if exact:
-            return super().vector_search(exact=True)
-        return MilvusSearch(self.collection, self._refuse_if_emptied)
+    def before_add(self, index, shard: tuple[int, int] | None) -> None:
+        """Refuse shards of a trainable extractor; first repair what the collection lost."""
+        if shard is not None and shard[1] > 1 and index.extractor.trainable:
+            raise UsageError(f"--shard cannot be used with the trainable extractor {index.extractor.name!r}: "
+                             "each shard would learn its own vocabulary")
+        with index.store.writing():
+            index.store.resend_missing()
 
-    def _refuse_if_emptied(self) -> None:
-        """An empty collection while the local catalog lists files lost its data: say so
-        (raises :class:`MilvusError`) rather than answer no hits."""
-        listed = self.store.catalog.counts()["ok"]
-        if listed and self.collection.count() == 0:
-            raise MilvusError(
-                f"Milvus collection {self.collection.name!r} at {self.collection.uri} is empty, but its local "
-                f"catalog {self.store.directory} lists {listed} files: it lost its data; run `lookalike index` "
-                "on the indexed folders again to send them")
+    def repair(self, index) -> list[str]:
+        """The files the collection lost are sent again (:meth:`MilvusStore.resend_missing`)."""
+        with index.store.writing():
+            sent = index.store.resend_missing()
+        return [f"sent {sent} indexed files that Milvus collection {self.collection.name!r} lacked again"] \
+            if sent else []
 
-    def info(self) -> IndexInfo:
-        base = super().info()
-        manifest = dict(base.manifest)
-        manifest["milvus"] = {
+    def describe(self) -> dict:
+        return {"milvus": {
             "uri": self.collection.uri, "collection": self.collection.name, "entities": self.collection.count(),
             "index_type": self.collection.index_type, "metric": self.collection.milvus_metric,
             "encoding": self.collection.encoding,
-        }
-        return replace(base, manifest=manifest)
+        }}
+
+    def close(self) -> None:
+        self.collection.close()
+
+
+def _refuse_if_emptied(store: IndexStore, collection: Collection) -> None:
+    """An empty collection while the local catalog lists files lost its data: say so
+    (raises :class:`MilvusError`) rather than answer no hits."""
+    listed = store.catalog.counts()["ok"]
+    if listed and collection.count() == 0:
+        raise MilvusError(
+            f"Milvus collection {collection.name!r} at {collection.uri} is empty, but its local "
+            f"catalog {store.directory} lists {listed} files: it lost its data; run `lookalike index` "
+            "on the indexed folders again to send them")
+
+
+def connect_index(
+    uri: str | os.PathLike,
+    extractor: str | dict | Extractor | None = None,
+    *,
+    create: bool = False,
+    token: str | None = None,
+    collection: str | None = None,
+    local: str | os.PathLike | None = None,
+    shard: tuple[int, int] | None = None,
+    threads: int | None = None,
+    max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+    ann: str = "auto",
+    storage: str | None = None,
+    keypoints: str | dict | None = "auto",
+) -> Index:
+    """Open (``create=True``: or create) the index in collection ``collection`` at ``uri``.
+
+    ``uri``: ``./file.db`` (Milvus Lite) or ``http://host:19530``; ``token``:
+    ``"user:password"`` or an API key. ``local``: the folder of the local
+    catalog (default: :func:`default_local_dir`). ``extractor`` must match
+    the collection's (:class:`~lookalike.ExtractorMismatch` says what differs).
+    """
+    uri = os.fspath(uri)
+    if not is_server_uri(uri):
+        uri = os.path.abspath(os.path.expanduser(uri))
+    name = collection or DEFAULT_COLLECTION
+    wanted = registry.create(extractor, threads=threads) if extractor is not None else None
+    directory = os.path.abspath(os.path.expanduser(os.fspath(local))) if local else \
+        default_local_dir(uri, name, shard)
+    client = connect(uri, token)
+    store: MilvusStore | None = None
+    try:
+        coll = Collection.open(client, uri, name)
+        made = coll is None
+        if coll is None:
+            kept = os.path.exists(os.path.join(directory, "manifest.json"))
+            if not create and kept:
+                raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} any more (its local catalog "
+                                 f"{directory} remains): run `lookalike index` on the indexed folders again "
+                                 "to make it again and send them")
+            if not create:
+                raise NotAnIndex(f"Milvus at {uri} has no collection {name!r} (create it with `lookalike index`)")
+            if kept:
+                # the local catalog outlived its collection (dropped behind lookalike's back):
+                # make it again as the catalog knows it; the next add re-sends every file
+                store = cast(MilvusStore, MilvusStore.open(directory, wanted.spec() if wanted is not None else None))
+                refusal = _link_refusal(store, uri, name, None, made=True)
+                if refusal:
+                    raise IndexStoreError(refusal)
+                manifest = store.manifest
+            else:
+                manifest = new_manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
+                                     keypoints)
+            coll = Collection.create(client, uri, name, manifest, manifest.ann)
+        where = f"Milvus collection {name!r} at {uri}"
+        stored = Manifest(extractor=coll.spec, dim=coll.dim, metric=coll.metric,
+                          dtype=coll.properties.get(PROPERTY + "dtype", "float16"),
+                          lookalike_version=coll.properties.get(PROPERTY + "version", ""),
+                          ann=coll.properties.get(PROPERTY + "ann", "auto"),
+                          local=json.loads(coll.properties.get(PROPERTY + "keypoints", "null")))
+        if wanted is not None:
+            check_extractor(stored, wanted.spec(), where)
+        store = _local_store(directory, stored, coll, made, store)
+    except BaseException:
+        if store is not None:
+            store.close()
+        disconnect(client, uri)
+        raise
+    ext = wanted if wanted is not None else registry.create(coll.spec, threads=threads)
+    take_state(store, ext)
+    return Index(store, ext, max_pixels, backend=MilvusBackend(coll))
 
 
 def _local_store(directory: str, stored: Manifest, coll: Collection, made: bool = False,
