@@ -244,3 +244,20 @@ def test_mirrored_keypoints_are_those_the_mirror_image_gives():
     unflipped = local.tentative_matches(local.root_sift(plain.descriptors), local.root_sift(measured.descriptors))
     assert len(unflipped) < 0.5 * len(pairs)
     assert np.array_equal(local.mirrored(flipped).descriptors, plain.descriptors)
+
+
+def test_explain_draws_the_search_s_own_match_without_verifying_again(gallery, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from lookalike.cli import main
+
+    index, folder, root = gallery
+    calls = []
+    real = query.verify_query
+    monkeypatch.setattr(query, "verify_query", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    out = tmp_path / "why.png"
+    result = CliRunner().invoke(main, ["search", str(folder / "camera.jpg"), "--index", str(root / "idx"),
+                                       "-k", "3", "--verify", "--explain", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0 and "inliers" in result.output
+    assert len(calls) == 1  # the search verified its candidates once; the drawing reused the match
