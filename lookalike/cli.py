@@ -494,13 +494,17 @@ def extractors(as_json):
     for name in sorted(registry.available()):
         cls = registry.extractor_class(name)
         usage = getattr(cls, "usage", None)  # set by extractors that need settings (a path, parts)
-        ext = None
+        ext, missing = None, None
         if usage is None:
             try:
                 ext = registry.create(name)
-            except (TypeError, ValueError, OSError):  # needs settings or is unavailable here
+            except ImportError as e:  # an extra that is not installed: say which
+                missing = str(e).split(";")[0]
+            except (TypeError, ValueError, OSError, LookalikeError):  # needs settings or is unavailable here
                 pass
         description = f"{cls.description} (use {usage})" if usage else cls.description
+        if missing:
+            description += f" [not installed here: {missing}]"
         rows.append({"name": name, "dim": ext.dim if ext else None,
                      "dtype": ext.dtype if ext else getattr(cls, "dtype", None),
                      "metric": ext.metric if ext else getattr(cls, "metric", None),

