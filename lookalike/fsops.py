@@ -146,10 +146,10 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def open_dir(base: str, parts: list[str], *, create: bool = False) -> int:
-    """Open ``base/parts...`` (``base`` an absolute folder) without following symlinks below
-    ``base``; ``create`` makes missing folders. The caller closes the descriptor."""
-    fd = os.open(base, DIR_FLAGS)
+def descend(fd: int, parts: list[str], *, create: bool = False) -> int:
+    """From the open folder ``fd`` down through ``parts`` without following any symlink
+    (one raises ``ELOOP``/``ENOTDIR``); ``create`` makes missing folders. ``fd`` is
+    consumed: on return it is closed (the result is open), on an error too."""
     try:
         for name in parts:
             if create:
@@ -164,6 +164,12 @@ def open_dir(base: str, parts: list[str], *, create: bool = False) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_dir(base: str, parts: list[str], *, create: bool = False) -> int:
+    """Open ``base/parts...`` (``base`` an absolute folder) without following symlinks below
+    ``base``; ``create`` makes missing folders. The caller closes the descriptor."""
+    return descend(os.open(base, DIR_FLAGS), parts, create=create)
 
 
 def fsync_dir(fd: int) -> None:

@@ -23,10 +23,10 @@ import stat
 from dataclasses import dataclass
 from typing import Sequence
 
+from . import fsops
+
 from .errors import LookalikeError
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class RootError(LookalikeError, OSError):
@@ -121,7 +121,7 @@ def open_parent(path: str, roots: Sequence[Root]) -> tuple[int, str, Root]:
         top, parts = os.path.dirname(root.real), [os.path.basename(root.real)]
     if not parts:
         raise RootError("is a root folder, not a file")
-    fd = os.open(top, _DIR_FLAGS)
+    fd = os.open(top, fsops.DIR_FLAGS)
     try:
         if stat.S_ISDIR(st.st_mode):
             fst = os.fstat(fd)
@@ -134,18 +134,15 @@ def open_parent(path: str, roots: Sequence[Root]) -> tuple[int, str, Root]:
                 raise RootError(f"its root {root.path} is gone ({e.strerror})") from None
             if (fst.st_dev, fst.st_ino) != (root.dev, root.ino):
                 raise RootError(f"its root {root.path} changed while it was opened")
-        for name in parts[:-1]:
-            try:
-                nfd = os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a symlink
-                    raise RootError(f"a folder on its way ({name}) is a symlink or not a folder") from None
-                raise RootError(f"cannot open its folder ({e.strerror})") from None
-            os.close(fd)
-            fd = nfd
     except BaseException:
         os.close(fd)
         raise
+    try:
+        fd = fsops.descend(fd, parts[:-1])
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a symlink
+            raise RootError("a folder on its way is a symlink or not a folder") from None
+        raise RootError(f"cannot open its folder ({e.strerror})") from None
     return fd, parts[-1], root
 
 

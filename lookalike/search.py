@@ -62,6 +62,13 @@ class LiveSet:
         """Path -> its position in this snapshot (built once per snapshot)."""
         return {p: i for i, p in enumerate(self.paths)}
 
+    @cached_property
+    def by_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, sorted rows)``: the snapshot's files ordered by vector row (built once
+        per snapshot, not once per search)."""
+        order = np.argsort(self.rows, kind="stable")
+        return order, self.rows[order]
+
     def row_of(self, path: str) -> int | None:
         """The vector row of an indexed path in this snapshot (``None``: not indexed)."""
         i = self.position.get(path)
@@ -127,8 +134,7 @@ def search_vectors(
 def hits_from_rows(live: LiveSet, scores: np.ndarray, rows: np.ndarray, k: int, metric: str, bits: int):
     """Vector rows found by a structure -> hits: each row expanded to the live files that
     use it (copies share a row), best first, ties by path."""
-    order = np.argsort(live.rows, kind="stable")
-    sorted_rows = live.rows[order]
+    order, sorted_rows = live.by_row
     results: list[list[SearchResult]] = []
     for q_scores, q_rows in zip(scores, rows):
         entries: list[int] = []
