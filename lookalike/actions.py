@@ -353,12 +353,16 @@ def apply_actions(index, actions: Iterable[Action], log_path: str | None = None)
     entries: list[dict] = []
     with store.writing():
         roots = store.catalog.root_records()
-        if base is not None:
-            os.makedirs(base, exist_ok=True)
-            _mark_skip(base)
         journal = Journal.create(index_dir, {"index": index_dir, "op": op, "dest": base, "pid": os.getpid(),
                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                                 log_path)
+                                 log_path)  # first: a log that cannot be written stops the run before any change
+        if base is not None:
+            try:
+                os.makedirs(base, exist_ok=True)
+                _mark_skip(base)
+            except BaseException:
+                journal.close()
+                raise
         try:
             for n, a in enumerate(todo):
                 assert a.ident is not None  # set on every action that is not skipped
