@@ -5,8 +5,17 @@ colour); users meet harsher ones. This script writes a second query set, in
 the same layout, with edits of other kinds: quarter turns and mirrors,
 perspective warps, the picture framed inside something else (pasted on a
 screenshot-like page, a border with a caption band), text and logo
-overlays, and combinations. Parameters are drawn at random per query (seeded),
-so nothing can be tuned to one fixed value.
+overlays, blur with noise, heavy JPEG after a strong downscale, a
+screenshot of the picture in an application window (title bar, toolbar,
+scroll bar, status bar), the picture pasted at 30-50% of the width onto
+*another gallery photo*, and combinations. Parameters are drawn at random per
+query (seeded), so nothing can be tuned to one fixed value.
+
+A picture pasted onto another gallery photo shows two originals. Its row in
+``ground_truth.csv`` names the photo behind it in the ``ignore`` column
+(paths separated by ``;``); ``lookalike eval`` leaves ignored images out of
+that query's ranking before it scores it, so finding the background first is
+neither a hit nor a miss.
 
     .venv/bin/python bench/make_hard.py --out /tmp/hard            # from ../shared/bench
     .venv/bin/python bench/quality.py --bench /tmp/hard --verify    # or: lookalike eval /tmp/hard
@@ -136,6 +145,71 @@ def rephoto(img: Image.Image, rng: random.Random) -> Image.Image:
     return Image.fromarray(a[m : h - m or h, m : w - m or w])
 
 
+def blur_noise(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A strong Gaussian blur, then coloured or grey sensor-like noise."""
+    a = np.asarray(img).astype(np.float32)
+    a = cv2.GaussianBlur(a, (0, 0), rng.uniform(1.5, 4.0))
+    noise = np.random.default_rng(rng.randint(0, 2**31))
+    sigma = rng.uniform(8, 25)
+    if rng.random() < 0.5:
+        a = a + noise.normal(0, sigma, a.shape)
+    else:
+        a = a + noise.normal(0, sigma, a.shape[:2])[..., None]
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def heavy_jpeg(img: Image.Image, rng: random.Random) -> tuple[Image.Image, int]:
+    """Downscaled to 15-40% of the width (sometimes scaled back up), saved at JPEG quality 5-20."""
+    scale = rng.uniform(0.15, 0.4)
+    small = img.resize((max(16, int(img.width * scale)), max(16, int(img.height * scale))), Image.Resampling.BILINEAR)
+    if rng.random() < 0.4:
+        small = small.resize(img.size, Image.Resampling.BICUBIC)
+    return small, rng.randint(5, 20)
+
+
+def screenshot(img: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture shown in an application window: title bar, toolbar, scroll bar, status bar."""
+    width = rng.randint(800, 1280)
+    title, tools, status, scroll = rng.randint(24, 36), rng.randint(30, 56), rng.randint(18, 30), rng.randint(10, 18)
+    view_w = width - scroll - rng.randint(0, 40)
+    scale = rng.uniform(0.6, 1.0) * view_w / img.width
+    shown = img.resize((max(16, int(img.width * scale)), max(16, int(img.height * scale))))
+    height = title + tools + shown.height + status + rng.randint(0, 120)
+    chrome = tuple(rng.randint(30, 250) for _ in range(3))
+    out = Image.new("RGB", (width, height), tuple(rng.randint(0, 255) for _ in range(3)))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([0, 0, width, title], fill=chrome)
+    for i in range(3):  # window buttons
+        x = width - (i + 1) * (title + 6)
+        draw.ellipse([x, 5, x + title - 10, title - 5], fill=tuple(rng.randint(0, 255) for _ in range(3)))
+    font = ImageFont.load_default(size=max(10, title // 2))
+    draw.text((12, title // 4), rng.choice(["image.jpg - Viewer", "Photos", "IMG_2041.JPG (73%)", "New tab"]),
+              fill=(20, 20, 20), font=font)
+    draw.rectangle([0, title, width, title + tools], fill=tuple(max(0, c - 20) for c in chrome))
+    for x in range(8, rng.randint(120, 400), tools):  # toolbar icons
+        draw.rectangle([x, title + 6, x + tools - 14, title + tools - 6], fill=tuple(rng.randint(0, 255) for _ in range(3)))
+    draw.rectangle([width // 3, title + 8, width - 80, title + tools - 8], fill=(250, 250, 250))
+    x = rng.randint(0, max(0, view_w - shown.width))
+    out.paste(shown, (x, title + tools))
+    draw.rectangle([width - scroll, title + tools, width, height - status], fill=(220, 220, 220))
+    top = rng.randint(title + tools, max(title + tools, height - status - 60))
+    draw.rectangle([width - scroll + 2, top, width - 2, top + 50], fill=(140, 140, 140))
+    draw.rectangle([0, height - status, width, height], fill=chrome)
+    draw.text((8, height - status + 2), f"{shown.width} x {shown.height}  {rng.randint(10, 100)}%", fill=(20, 20, 20), font=font)
+    return out
+
+
+def paste_on_photo(img: Image.Image, background: Image.Image, rng: random.Random) -> Image.Image:
+    """The picture scaled to 30-50% of another gallery photo's width and pasted somewhere on it."""
+    bg = background.copy()
+    scale = rng.uniform(0.3, 0.5) * bg.width / img.width
+    small = img.resize((max(8, int(img.width * scale)), max(8, int(img.height * scale))))
+    if small.height > bg.height * 0.9:
+        small = small.resize((max(8, int(small.width * bg.height * 0.9 / small.height)), int(bg.height * 0.9)))
+    bg.paste(small, (rng.randint(0, bg.width - small.width), rng.randint(0, max(0, bg.height - small.height))))
+    return bg
+
+
 def combined(img: Image.Image, rng: random.Random) -> Image.Image:
     """A quarter turn or mirror, then framing or an overlay, then a strong crop."""
     img = quarter_turn(img, rng) if rng.random() < 0.5 else img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -163,13 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         link = args.out / name
         if not link.exists():
             os.symlink((args.bench / name).resolve(), link)
-    edits = ["quarter_turn", "perspective", "picture_in_picture", "framed", "overlay", "rephoto", "combined"]
+    edits = ["quarter_turn", "perspective", "picture_in_picture", "framed", "overlay", "rephoto", "combined",
+             "blur_noise", "heavy_jpeg", "screenshot", "paste_on_photo"]
+    gallery = [*originals, *distractors]
     rows = []
     n = 0
     for orig in originals:
         img = _rgb(orig)
         for edit in edits:
-            out = {
+            ignore = ""
+            quality = rng.randint(70, 92)
+            if edit == "paste_on_photo":
+                behind = rng.choice([g for g in gallery if g != orig])
+                ignore = f"{behind.parent.name}/{behind.name}"
+                out = paste_on_photo(img, _rgb(behind), rng)
+            elif edit == "heavy_jpeg":
+                out, quality = heavy_jpeg(img, rng)
+            else:
+                out = {
                 "quarter_turn": lambda: quarter_turn(img, rng),
                 "perspective": lambda: perspective(img, rng),
                 "picture_in_picture": lambda: picture_in_picture(img, rng),
@@ -177,16 +262,18 @@ def main(argv: list[str] | None = None) -> int:
                 "overlay": lambda: overlay(img, rng),
                 "rephoto": lambda: rephoto(img, rng),
                 "combined": lambda: combined(img, rng),
+                "blur_noise": lambda: blur_noise(img, rng),
+                "screenshot": lambda: screenshot(img, rng),
             }[edit]()
             out.thumbnail((640, 640))
             n += 1
             name = f"queries/h{n:05d}.jpg"
-            out.save(args.out / name, quality=rng.randint(70, 92))
-            rows.append((name, f"originals/{orig.name}", edit))
+            out.save(args.out / name, quality=quality)
+            rows.append((name, f"originals/{orig.name}", edit, ignore))
     rng.shuffle(rows)
     with open(args.out / "ground_truth.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["query", "original", "transform"])
+        w.writerow(["query", "original", "transform", "ignore"])
         w.writerows(rows)
     print(f"{len(rows)} queries in {args.out}")
     return 0

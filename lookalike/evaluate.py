@@ -3,7 +3,10 @@
 Two folder layouts are understood (:func:`detect_layout`):
 
 * **benchmark**: ``originals/``, ``distractors/`` (optional), ``queries/``,
-  ``ground_truth.csv`` (``query,original,transform``) and optionally
+  ``ground_truth.csv`` (``query,original,transform``, and optionally an
+  ``ignore`` column: gallery paths separated by ``;`` that are left out of
+  that query's ranking before it is scored, e.g. the photo a picture was
+  pasted onto, which is a correct answer too) and optionally
   ``labels.csv`` (``file,label``), paths relative to the folder, as in
   ``../shared/bench``. The gallery is originals + distractors; every query is
   searched; Recall@k is reported per transform and overall, and mAP over the
@@ -216,6 +219,18 @@ def load_ground_truth(folder: str | os.PathLike) -> list[tuple[str, str, str]]:
     with open(Path(folder) / "ground_truth.csv", newline="", encoding="utf-8") as f:
         return [(os.path.normpath(r["query"]), os.path.normpath(r["original"]), r["transform"])
                 for r in csv.DictReader(f)]
+
+
+def load_ignored(folder: str | os.PathLike) -> dict[str, set[str]]:
+    """``query -> gallery paths left out of its ranking`` from ``ground_truth.csv``'s optional ``ignore`` column."""
+    with open(Path(folder) / "ground_truth.csv", newline="", encoding="utf-8") as f:
+        return {os.path.normpath(r["query"]): {os.path.normpath(p) for p in r["ignore"].split(";") if p.strip()}
+                for r in csv.DictReader(f) if r.get("ignore")}
+
+
+def without_ignored(rankings: Mapping[str, Sequence[str]], ignored: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    """Each query's ranking with the paths ignored for it removed (the order of the rest kept)."""
+    return {q: [h for h in hits if h not in ignored.get(q, ())] for q, hits in rankings.items()}
 
 
 def load_labels(folder: str | os.PathLike) -> dict[str, str] | None:
@@ -484,8 +499,10 @@ def _drain(gen) -> tuple[list, float]:
 def _run_benchmark(ix, root: str, out: EvalReport, options, limit, say) -> None:
     ground_truth = even_sample(load_ground_truth(root), limit)
     paths = [os.path.join(root, q) for q, _, _ in ground_truth]
-    found, seconds = _drain(_search(ix, paths, max(out.ks), options, root, QUERY_CHUNK, "queries", say))
-    rankings = {q: hits for q, hits, _ in found}
+    ignored = load_ignored(root)
+    extra = max((len(v) for v in ignored.values()), default=0)
+    found, seconds = _drain(_search(ix, paths, max(out.ks) + extra, options, root, QUERY_CHUNK, "queries", say))
+    rankings = without_ignored({q: hits for q, hits, _ in found}, ignored)
     errors = [e for _, _, e in found if e]
     recall = recall_by_transform(ground_truth, rankings, ks=out.ks)
     out.recall = {t: {f"R@{k}": v for k, v in by_k.items()} for t, by_k in recall.items()}

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from lookalike import Index
 from lookalike.evaluate import (
     OVERALL, EvalReport, LayoutError, average_precision, detect_layout, evaluate, even_sample,
-    mean_average_precision, percentile, precision_at, recall_by_transform,
+    mean_average_precision, percentile, precision_at, recall_by_transform, without_ignored,
 )
 
 from .conftest import DEMO, ODD, make_pattern_images
@@ -137,6 +137,23 @@ def test_benchmark_layout_phash(benchmark, tmp_path):
 
     quick = evaluate(benchmark, "phash", limit=2, jobs=1)
     assert quick.queries == 2 and quick.map_queries == 2 and quick.index_path is None
+
+
+def test_without_ignored_by_hand():
+    rankings = {"q1": ["bg", "o1", "x"], "q2": ["o2", "bg"]}
+    assert without_ignored(rankings, {"q1": {"bg"}}) == {"q1": ["o1", "x"], "q2": ["o2", "bg"]}
+    assert without_ignored(rankings, {}) == rankings
+
+
+def test_ignore_column_leaves_the_background_out(benchmark):
+    # the query is cat.jpg itself; its "original" is the half-size cat. Unless
+    # cat.jpg is ignored for this query it ranks first and the query is a miss.
+    shutil.copy(DEMO / "cat.jpg", benchmark / "queries" / "pasted.jpg")
+    rows = "query,original,transform,ignore\nqueries/pasted.jpg,originals/cat_small.jpg,pasted,{}\n"
+    (benchmark / "ground_truth.csv").write_text(rows.format(""))
+    assert evaluate(benchmark, "phash", jobs=1).recall["pasted"]["R@1"] == 0.0
+    (benchmark / "ground_truth.csv").write_text(rows.format("originals/cat.jpg;distractors/none.png"))
+    assert evaluate(benchmark, "phash", jobs=1).recall["pasted"]["R@1"] == 1.0
 
 
 def test_benchmark_without_labels(benchmark):
