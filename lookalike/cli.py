@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+from pathlib import Path
 from contextlib import contextmanager
 
 import click
@@ -126,7 +127,7 @@ def main() -> None:
 @main.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path())
 @click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder (created if new).")
-@click.option("--extractor", "-e", default=None, help="Extractor name or JSON spec (default: cnn). See `lookalike extractors`.")
+@click.option("--extractor", "-e", default=None, help="Extractor name or JSON spec (default: `default`, SSCD copies first with the sscd extra, else cnn). See `lookalike extractors`.")
 @click.option("--jobs", "-j", type=int, default=None, help="Decoding processes (default: CPU count; 1 = none).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: CPU count).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images embedded and committed together.")
@@ -148,8 +149,11 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
 
     with _errors():
         shard = parse_shard(shard)
+    new = extractor is None and index_dir is not None and not (Path(index_dir).expanduser() / "manifest.json").exists()
     with _errors(), _open_index(index_dir, backend, extractor, create=True, threads=threads, max_pixels=max_pixels,
                                 ann=ann, shard=shard, keypoints=keypoints) as ix:
+        if new and not quiet:
+            click.echo(f"note: new index with the default extractor: {default_description()}", err=True)
         if ann and ix.store.manifest.ann != ann:
             ix.set_ann(ann)
         for folder in folders:
@@ -176,6 +180,8 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
 
 def _hit_line(h) -> str:
     extra = f"  ({h.distance} bits)" if h.distance is not None else ""
+    if h.copy_score is not None:
+        extra += f"  copy score {h.copy_score:.3f}"
     if h.inliers is not None:
         extra += f"  [{h.inliers} inliers]" if h.inliers else "  [no geometric match]"
     return f"{h.rank:4d}  {h.score:.4f}  {h.path}{extra}"
@@ -187,6 +193,8 @@ def _hits_json(hits) -> list[dict]:
         d = {"rank": h.rank, "score": round(h.score, 6), "path": h.path, "id": h.id}
         if h.distance is not None:
             d["distance"] = h.distance
+        if h.copy_score is not None:
+            d["copy_score"] = h.copy_score
         if h.inliers is not None:
             d["inliers"] = h.inliers
             d["region"] = [list(p) for p in h.region] if h.region else None
@@ -284,6 +292,8 @@ def info(index_dir, as_json, show_all, **backend):
         click.echo(f"roots:      {', '.join(data.roots) or '-'}")
         click.echo(f"files:      {data.files} indexed, {data.skipped} skipped")
         click.echo(f"disk:       {data.bytes_on_disk / 1e6:.1f} MB")
+        if data.copy_threshold is not None:
+            click.echo(f"copies:     hits with a copy score of {data.copy_threshold:.3f} or more are copies")
         if skipped:
             click.echo("skipped:    " + ", ".join(f"{k} {v}" for k, v in data.skip_reasons.items()))
             shown = skipped if show_all else skipped[:20]
@@ -513,9 +523,19 @@ def extractors(as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        default = " (default)" if r["name"] == registry.DEFAULT else ""
         dim = f"{r['dim']:5d}-d" if r["dim"] is not None else f"{'-':>5s}  "
-        click.echo(f"{r['name']:12s} {dim} {r['metric'] or '-':8s} {r['speed']:6s} {r['description']}{default}")
+        click.echo(f"{r['name']:12s} {dim} {r['metric'] or '-':8s} {r['speed']:6s} {r['description']}")
+    click.echo(f"default (-e default): {default_description()}")
+
+
+def default_description() -> str:
+    """What the default extractor is here, and how to get the better one where it is not installed."""
+    from .extractors import registry
+
+    if registry.sscd_installed():
+        return ("sscd copies first (calibrated copy score), then similar pictures by a mean weighted "
+                "1:3 towards cnn: " + json.dumps(registry.COPY_DEFAULT, separators=(",", ":")))
+    return f"cnn, with SIFT keypoints for --verify; {registry.COPY_DEFAULT_HINT}"
 
 
 @main.command()

@@ -431,7 +431,7 @@ def _open_index(stack: ExitStack, index, extractor, gallery_roots: list[str], sa
     if index is not None and (Path(index) / "manifest.json").exists():
         return stack.enter_context(Index.open(index, extractor)), os.path.abspath(os.fspath(index)), None
     path = index if index is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-eval-"))
-    ext = registry.create(extractor if extractor is not None else registry.DEFAULT)
+    ext = registry.create(extractor if extractor is not None else registry.default_spec())
     trained = None
     if ext.trainable and not ext.is_trained():
         trained = _train(ext, gallery_roots, say)

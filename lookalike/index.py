@@ -15,7 +15,7 @@ from . import ann as ann_mod, decode, indexer, query as pipeline
 from .errors import UsageError
 from .extractors import Extractor, registry
 from .query import MIN_REGION_SIDE, VERIFY_CANDIDATES, NoKeypoints, QueryError, query_views  # noqa: F401 (API)
-from .search import LiveSet, SearchBackend, SearchResult, VectorSearch
+from .search import COPY_CANDIDATES, LiveSet, SearchBackend, SearchResult, VectorSearch, copies_first, with_copy_scores
 from .shards import shard_filter
 from .sources import display_path
 from .store import FileRecord, IndexDamaged, IndexStore, Manifest
@@ -55,6 +55,7 @@ class IndexInfo:
     roots: list[str]
     vector_rows: int  # rows in the vector file, including rows no file uses any more
     bytes_on_disk: int
+    copy_threshold: float | None = None  # hits' copy_score from here up are copies (None: no copy score)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +84,7 @@ class Index:
     def create(
         cls,
         path: str | os.PathLike,
-        extractor: str | dict | Extractor = registry.DEFAULT,
+        extractor: str | dict | Extractor | None = None,
         *,
         threads: int | None = None,
         max_pixels: int = decode.DEFAULT_MAX_PIXELS,
@@ -98,14 +99,16 @@ class Index:
         ``"float32"`` keeps them as computed. Bit vectors are always ``uint8``.
 
         ``extractor``: a registered name (``"cnn"``, ``"phash"``, ``"kaze-concat"``),
-        a JSON spec string or dict with settings, or an :class:`Extractor`.
+        a JSON spec string or dict with settings, or an :class:`Extractor`;
+        default (``None`` or ``"default"``): :func:`~lookalike.extractors.registry.default_spec`,
+        SSCD copies first then the CNN where the ``sscd`` extra is installed, else ``cnn``.
 
         ``keypoints``: local features stored for ``search(..., verify=True)``:
         ``"sift"`` (or a dict of :data:`lookalike.verify.DEFAULTS` settings),
         ``None`` for none, ``"auto"`` (default): SIFT with the ``cnn`` extractor
         (the default configuration), none with the others.
         """
-        ext = registry.create(extractor, threads=threads)
+        ext = registry.create(extractor if extractor is not None else registry.default_spec(), threads=threads)
         store = IndexStore.create(os.path.expanduser(os.fspath(path)), new_manifest(ext, ann, storage, keypoints))
         take_state(store, ext)
         return cls(store, ext, max_pixels)
@@ -151,7 +154,7 @@ class Index:
         path = os.path.expanduser(os.fspath(path))
         if (Path(path) / "manifest.json").exists():
             return cls.open(path, extractor, **kw)
-        return cls.create(path, extractor if extractor is not None else registry.DEFAULT, **kw)
+        return cls.create(path, extractor, **kw)
 
     def close(self) -> None:
         try:
@@ -281,14 +284,17 @@ class Index:
         at index time; verified hits come first, by inlier count, and carry
         ``inliers``, ``region`` and ``match``. ``augment``: also search the query's
         quarter turns and five regions, keeping each file's best score (finds
-        rotated and framed copies); default: on when verifying. The steps are those
-        of :mod:`lookalike.query`.
+        rotated and framed copies); default: on when verifying. An extractor that
+        ranks copies first (the default with the sscd extra) also searches regions
+        of the query with its copy descriptor unless ``augment=False`` (finds
+        pictures pasted into others). The steps are those of :mod:`lookalike.query`.
 
         Raises :class:`QueryError` when the query image cannot be decoded.
         """
+        copy_regions = self.extractor.copies_first and augment is not False
         augment = bool(verify) if augment is None else augment
-        if verify or augment:
-            return pipeline.robust_search(self, query, k, verify, augment)
+        if verify or augment or copy_regions:
+            return pipeline.robust_search(self, query, k, verify, augment, copy_regions)
         return self.search_vectors(self.embed(query)[None], k)[0]
 
     def search_many(
@@ -302,7 +308,7 @@ class Index:
     ) -> list[QueryResult]:
         """Search several queries, embedded in batches; a bad query gives an error entry."""
         out: list[QueryResult] = []
-        if verify or augment:
+        if verify or augment or (self.extractor.copies_first and augment is None):
             for i, q in enumerate(queries):
                 name = pipeline.query_name(q, i)
                 try:
@@ -358,7 +364,13 @@ class Index:
         Uses the index's search structure (:meth:`vector_search`): FAISS when the
         index has one, exact search otherwise or when ``exact`` or ``k=None``.
         """
-        return self.vector_search(exact=exact, every=k is None).hits(vectors, k)
+        ext = self.extractor
+        n = k if k is None or not ext.copies_first else max(k, COPY_CANDIDATES)
+        found = with_copy_scores(ext, self.live(), vectors, self.vector_search(exact=exact, every=n is None).hits(vectors, n))
+        if ext.copies_first:
+            threshold = ext.copy_threshold()
+            found = [copies_first(hits, threshold)[:k] for hits in found]
+        return found
 
     def neighbours(self, k: int = 10, *, batch: int = 1024, exact: bool = False):
         """Each indexed file's ``k`` nearest other files, computed in batches.
@@ -454,7 +466,16 @@ class Index:
             roots=self.store.catalog.roots(),
             vector_rows=self.store.catalog.n_rows(),
             bytes_on_disk=size,
+            copy_threshold=self.copy_threshold(),
         )
+
+    def copy_threshold(self) -> float | None:
+        """The copy score from which a hit is a copy, for extractors with a calibrated
+        copy score (``sscd``, the default with the sscd extra); ``None`` for the others."""
+        ext = self.extractor
+        if type(ext).copy_vectors is Extractor.copy_vectors or ext.copy_vectors(np.zeros((1, ext.dim), np.float32)) is None:
+            return None
+        return ext.copy_threshold()
 
     def duplicates(self, threshold: float | None = None, k: int = 10, against=None, **kw) -> list[DuplicateGroup]:
         """Near-duplicate groups (``list[DuplicateGroup]``); see :mod:`lookalike.duplicates`.

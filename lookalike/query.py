@@ -8,7 +8,11 @@ here, on one snapshot of the index:
    regions of it, embedded in one batch;
 2. **candidates**: the best hits of every view, merged (each file keeps its best score);
 3. **regional candidates** (:func:`region_candidates`): regional vectors of the
-   query (an extractor's ``embed_regions``) nominate a few more files;
+   query (an extractor's ``embed_regions``) nominate a few more files. For an
+   extractor that ranks copies first (the default with the sscd extra) this
+   step runs on every default search, not only when verifying: the files whose
+   calibrated copy score makes them copies join the hits, and copies go first
+   (:func:`lookalike.search.copies_first`);
 4. **verification** (:func:`verified`): the stored keypoints of the candidates
    (read by vector row from the snapshot) are matched against the query's
    (:mod:`lookalike.verify`); verified hits go first, by inlier count, and carry
@@ -32,7 +36,7 @@ from PIL import Image
 
 from . import decode
 from .errors import LookalikeError
-from .search import LiveSet, SearchResult
+from .search import COPY_CANDIDATES, LiveSet, SearchResult, copies_first
 from .sources import display_path
 from .verify import Features, Match, detect, verify_query
 
@@ -121,17 +125,29 @@ def require_keypoints(index: "Index") -> None:
 
 
 def _best_per_file(found: list[list[SearchResult]], taken: frozenset[str] | set[str] = frozenset()) -> list[SearchResult]:
+    """One hit per file over several views' hits: its best score, and its best copy score."""
     best: dict[str, SearchResult] = {}
+    copy: dict[str, float] = {}
     for hits in found:
         for h in hits:
-            if h.path not in taken and (h.path not in best or h.score > best[h.path].score):
+            if h.path in taken:
+                continue
+            if h.path not in best or h.score > best[h.path].score:
                 best[h.path] = h
-    return sorted(best.values(), key=lambda h: (-h.score, h.path))
+            if h.copy_score is not None and h.copy_score > copy.get(h.path, -np.inf):
+                copy[h.path] = h.copy_score
+    merged = (replace(h, copy_score=copy[p]) if p in copy and h.copy_score != copy[p] else h for p, h in best.items())
+    return sorted(merged, key=lambda h: (-h.score, h.path))
 
 
 def robust_search(index: "Index", query: "Query", k: int | None, verify: bool | int,
-                  augment: bool) -> list[SearchResult]:
-    """Steps 1-5 of the module docstring for one query."""
+                  augment: bool, copy_regions: bool = False) -> list[SearchResult]:
+    """Steps 1-5 of the module docstring for one query.
+
+    ``copy_regions`` (or ``augment``), for an extractor that ranks copies first:
+    regions of the query are also searched by its copy descriptor, and the files
+    whose copy score makes them copies join the hits.
+    """
     if verify:
         require_keypoints(index)
     pixels, name = decode_query(query, index.max_pixels)
@@ -143,6 +159,14 @@ def robust_search(index: "Index", query: "Query", k: int | None, verify: bool | 
     checked = (VERIFY_CANDIDATES if verify is True else int(verify)) if verify else 0
     n = None if k is None else max(k, checked)
     hits = _best_per_file(index.search_vectors(vectors, n))[:n]
+    ext = index.extractor
+    if (augment or copy_regions) and ext.copies_first:
+        # regions of the query searched by the copy descriptor alone: the files they
+        # find are kept when their copy score says they are copies
+        threshold = ext.copy_threshold()
+        found = region_candidates(index, pixels, set(), COPY_CANDIDATES)
+        copies = {h.path for h in found if h.copy_score is not None and h.copy_score >= threshold}
+        hits = copies_first(_best_per_file([hits, [h for h in found if h.path in copies]]), threshold)
     if not verify:
         return _ranked(hits, k)
     # only the best candidates are verified, whatever k is; regions of the

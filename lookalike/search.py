@@ -21,7 +21,7 @@ Results are ordered by score, ties broken by path, so output is deterministic.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -30,6 +30,10 @@ import numpy as np
 #: Rows scored per matrix product; bounds temporary memory to about
 #: ``CHUNK_ROWS x n_queries x 4`` bytes however large the index is.
 CHUNK_ROWS = 65536
+#: Candidates a copies-first extractor's vector search fetches, and re-ranks by
+#: copy score, whatever k is (so a copy ranked lower by the fused score still
+#: comes first).
+COPY_CANDIDATES = 100
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class SearchResult:
     distance: int | None = None  # Hamming distance in bits, for hash extractors
     inliers: int | None = None  # geometric verification: matched keypoints (0 = no model); None = not verified
     region: tuple[tuple[float, float], ...] | None = None  # query's outline projected into this image (pixels)
+    #: calibrated copy score (extractors trained for copy detection, e.g. ``sscd``):
+    #: a copy from the extractor's ``copy_threshold()`` up; ``None`` = not measured
+    copy_score: float | None = None
     #: the verification result itself (a :class:`lookalike.verify.Match`), kept so that
     #: drawing it (``search --explain``) need not verify again; not part of the result's value
     match: Any = field(default=None, repr=False, compare=False)
@@ -158,6 +165,42 @@ def hits_from_rows(live: LiveSet, scores: np.ndarray, rows: np.ndarray, k: int, 
             hits.append(SearchResult(rank, live.paths[e], s, int(live.ids[e]), dist))
         results.append(hits)
     return results
+
+
+def with_copy_scores(extractor, live: LiveSet, queries: np.ndarray,
+                     found: list[list[SearchResult]]) -> list[list[SearchResult]]:
+    """``found`` (hits per row of ``queries``) with each hit's calibrated copy score,
+    for an extractor that has one (``copy_vectors``); unchanged otherwise.
+
+    The score is the copy descriptor's similarity minus the query's offset
+    (``copy_offsets``, e.g. its similarity to a background set), read from the
+    stored vectors of the snapshot ``live``.
+    """
+    q = extractor.copy_vectors(queries) if len(queries) else None
+    if q is None:
+        return found
+    offsets = extractor.copy_offsets(q)
+    out = []
+    for vector, offset, hits in zip(q, offsets, found):
+        rows = [live.row_of(h.path) for h in hits]
+        known = [i for i, r in enumerate(rows) if r is not None]
+        sims = np.zeros(len(hits), np.float32)
+        if known:
+            stored = np.asarray(live.matrix[np.array([rows[i] for i in known])], np.float32)
+            sims[known] = extractor.copy_vectors(stored) @ vector
+        out.append([replace(h, copy_score=round(float(s - offset), 4)) if r is not None else h
+                    for h, s, r in zip(hits, sims, rows)])
+    return out
+
+
+def copies_first(hits: list[SearchResult], threshold: float) -> list[SearchResult]:
+    """Hits whose copy score reaches ``threshold`` first, best copy score first (ties
+    by path); the others after them in their given order; ranks renumbered."""
+    copies = sorted((h for h in hits if h.copy_score is not None and h.copy_score >= threshold),
+                    key=lambda h: (-(h.copy_score or 0.0), h.path))
+    taken = {h.path for h in copies}
+    ordered = copies + [h for h in hits if h.path not in taken]
+    return [h if h.rank == i else replace(h, rank=i) for i, h in enumerate(ordered, 1)]
 
 
 class VectorSearch(ABC):

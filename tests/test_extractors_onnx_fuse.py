@@ -313,3 +313,16 @@ def test_cli_extractors_lists_the_ones_that_need_settings():
     assert rows["onnx"]["dim"] is None and rows["onnx"]["spec"] is None
     assert rows["onnx"]["metric"] == "cosine" and rows["fuse"]["dtype"] == "float32"
     assert rows["cnn"]["dim"] == 1280
+
+
+def test_fuse_rank_setting():
+    from lookalike.errors import UsageError
+
+    plain = create("fuse:phash+color")
+    assert plain.rank == "mean" and "rank" not in plain.spec() and not plain.copies_first
+    assert plain.copy_vectors(np.zeros((1, plain.dim), np.float32)) is None  # no part has a copy score
+    with pytest.raises(UsageError, match="copies-first.*needs a part with a copy score"):
+        create({"name": "fuse", "parts": ["phash", "color"], "rank": "copies-first"})
+    with pytest.raises(UsageError, match="rank must be one of mean, copies-first"):
+        create({"name": "fuse", "parts": ["phash", "color"], "rank": "best"})
+    assert parse("default")["name"] in ("cnn", "fuse")  # the best installed default

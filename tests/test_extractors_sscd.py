@@ -77,3 +77,74 @@ def test_a_blurred_noisy_copy_finds_its_original_first(tmp_path):
             noisy = np.asarray(img, np.float32) + rng.normal(0, 25, (img.height, img.width, 3))
             hits = ix.search(np.clip(noisy, 0, 255).astype(np.uint8), k=1)
             assert hits[0].path == str(gallery / p.name)
+
+
+# -- the calibrated copy score, and the default it makes --------------------------------
+def test_shipped_background_is_plain_vectors_with_sources():
+    from lookalike.extractors.sscd import MODELS, MODELS_DIR
+
+    meta = json.loads((MODELS_DIR / "sscd_background.json").read_text())
+    assert meta["packages"] and all(p["package"] and p["version"] for p in meta["packages"])
+    for model in MODELS:
+        v = np.load(MODELS_DIR / f"sscd_background_{model}.npy", allow_pickle=False)
+        assert v.shape == (meta["images"], 512) and v.dtype == np.float16 and np.isfinite(v).all()
+        assert 0 < meta["models"][model]["threshold"] < 1
+
+
+def test_background_term_is_the_mean_of_the_nearest():
+    from lookalike.extractors.sscd import background_term
+
+    bg = np.eye(4, dtype=np.float32)
+    q = np.array([[0.8, 0.6, 0, 0]], np.float32)
+    assert background_term(q, bg, n=2) == pytest.approx([0.7])
+    assert background_term(q, bg, n=1) == pytest.approx([0.8])
+    assert background_term(q, bg[:0], n=3) == pytest.approx([0.0])  # no background: nothing subtracted
+
+
+@needs_sscd
+def test_copy_score_says_copy_for_copies_and_not_for_flat_lookalikes(tmp_path):
+    ext = registry.create("sscd")
+    cat = decode.decode_file(DEMO / "cat.jpg").pixels
+    rocket = decode.decode_file(DEMO / "rocket.jpg").pixels
+    blurred = np.asarray(Image.fromarray(cat).filter(ImageFilter.GaussianBlur(2)).resize((200, 150)))
+    grey, white = np.full((300, 400, 3), 128, np.uint8), np.full((300, 400, 3), 245, np.uint8)
+    v = ext.embed([cat, blurred, rocket, grey, white])
+    scores = v @ v.T - ext.copy_offsets(v)[:, None]
+    t = ext.copy_threshold()
+    assert scores[1, 0] >= t and scores[0, 2] < t
+    # two flat images look alike to the raw similarity, but neither is a copy of the other
+    assert float(v[3] @ v[4]) > 0.4 and scores[3, 4] < t and scores[4, 3] < t
+
+
+@needs_sscd
+def test_the_default_with_the_extra_ranks_copies_first(tmp_path):
+    spec = registry.default_spec()
+    assert spec["name"] == "fuse" and spec["rank"] == "copies-first"
+    with Index.create(tmp_path / "idx") as ix:
+        ix.add(DEMO, jobs=1)
+        assert ix.extractor.spec()["rank"] == "copies-first" and ix.store.manifest.local is None
+        t = ix.copy_threshold()
+        assert t is not None and ix.info().copy_threshold == t
+        # the cat, small, pasted onto the rocket photo: both are copies, found first
+        page = Image.open(DEMO / "rocket.jpg").convert("RGB").resize((900, 700))
+        cat = Image.open(DEMO / "cat.jpg").convert("RGB")
+        cat.thumbnail((300, 300))
+        page.paste(cat, (520, 330))
+        hits = ix.search(np.asarray(page), k=3, augment=True)
+        assert {h.path for h in hits[:2]} == {str(DEMO / "cat.jpg"), str(DEMO / "rocket.jpg")}
+        assert all(h.copy_score >= t for h in hits[:2]) and hits[2].copy_score < t
+        # a picture with no copy in the index still gets k hits, none called a copy
+        stripes = np.zeros((240, 320, 3), np.uint8)
+        stripes[:, ::16] = (200, 40, 90)
+        hits = ix.search(stripes, k=5, augment=True)
+        assert len(hits) == 5 and all(h.copy_score is not None and h.copy_score < t for h in hits)
+
+
+@needs_sscd
+def test_cli_says_which_default_it_used(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "index", str(DEMO), "--index", str(tmp_path / "i")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "note: new index with the default extractor: sscd copies first" in out.stderr
+    found = subprocess.run([sys.executable, "-m", "lookalike.cli", "search", str(DEMO / "cat.jpg"), "--index",
+                            str(tmp_path / "i"), "-k", "2"], capture_output=True, text=True)
+    assert found.returncode == 0 and "copy score" in found.stdout

@@ -105,7 +105,7 @@ def test_search_by_upload_finds_the_original_first(client, gallery):
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert hits[0]["path"] == str(gallery["photos"] / "cat.jpg") and hits[0]["score"] > 0.999
     assert hits[0]["id"] == gallery["ids"]["cat.jpg"]
-    assert all(set(h) == {"rank", "id", "path", "score", "distance", "inliers", "region"} for h in hits)
+    assert all(set(h) == {"rank", "id", "path", "score", "distance", "copy_score", "inliers", "region"} for h in hits)
     assert all(h["inliers"] is None and h["region"] is None for h in hits)  # not verified
     assert body["verified"] is False and body["candidates"] is None
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)

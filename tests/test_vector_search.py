@@ -107,3 +107,16 @@ def test_milvus_lite_search_matches_exact(tmp_path):
         assert recall(engine, ix.vector_search(exact=True), vectors, 5) == 1.0
         _, ids = engine.search(vectors, 1)
         assert list(ids[:, 0]) == list(ix.live().ids[:10])
+
+
+def test_copies_first_by_hand():
+    from lookalike.search import SearchResult, copies_first
+
+    hits = [SearchResult(1, "a", 0.9, 1, copy_score=0.1), SearchResult(2, "b", 0.8, 2, copy_score=0.7),
+            SearchResult(3, "c", 0.7, 3), SearchResult(4, "d", 0.6, 4, copy_score=0.5),
+            SearchResult(5, "e", 0.5, 5, copy_score=0.5)]
+    ordered = copies_first(hits, 0.5)
+    # copies (b 0.7, then d and e tied at 0.5, by path), then the rest in their given order
+    assert [h.path for h in ordered] == ["b", "d", "e", "a", "c"]
+    assert [h.rank for h in ordered] == [1, 2, 3, 4, 5]
+    assert [h.path for h in copies_first(hits, 0.9)] == ["a", "b", "c", "d", "e"]  # no copy: order kept

@@ -78,10 +78,10 @@ def open_index(
     return Index.open(location, extractor, **kw)
 
 
-def _default_extractor() -> str:
+def _default_extractor() -> dict:
     from ..extractors import registry
 
-    return registry.DEFAULT
+    return registry.default_spec()
 
 
 def create_index(location: str | os.PathLike, extractor: Any = None, **kw: Any) -> Index:

@@ -624,7 +624,7 @@ def connect_index(
                     raise IndexStoreError(refusal)
                 manifest = store.manifest
             else:
-                manifest = new_manifest(wanted or registry.create(registry.DEFAULT, threads=threads), ann, storage,
+                manifest = new_manifest(wanted or registry.create(registry.default_spec(), threads=threads), ann, storage,
                                      keypoints)
             coll = Collection.create(client, uri, name, manifest, manifest.ann)
         where = f"Milvus collection {name!r} at {uri}"

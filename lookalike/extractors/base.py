@@ -71,6 +71,23 @@ class Extractor(ABC):
             return np.zeros((0, self.row_width), dtype=self.dtype)
         return self.embed_prepared([self.prepare(im) for im in images])
 
+    # -- a calibrated copy score, for descriptors trained for copy detection ----
+    #: Rank hits whose copy score reaches the threshold first (``search.copies_first``).
+    copies_first: bool = False
+
+    def copy_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
+        """The unit copy-descriptor part of stored or query ``vectors`` (``(n, width)``),
+        or ``None`` when this extractor has no calibrated copy score (most)."""
+        return None
+
+    def copy_offsets(self, copy_vectors: np.ndarray) -> np.ndarray:
+        """``(q,)``: what each query's copy score subtracts from its similarities."""
+        raise NotImplementedError
+
+    def copy_threshold(self) -> float:
+        """The copy score from which a hit counts as a copy."""
+        raise NotImplementedError
+
     # -- learned state (e.g. a visual vocabulary), stored in the index -------
     #: True for extractors that must :meth:`fit` on sample images before embedding.
     trainable: ClassVar[bool] = False

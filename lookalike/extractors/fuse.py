@@ -23,6 +23,10 @@ from ..errors import UsageError
 from .base import Extractor, l2_normalise
 
 _SPEEDS = ("fast", "medium", "slow")
+#: ``mean``: hits by the fused similarity. ``copies-first``: hits whose copy score
+#: (of the first part that has one, e.g. ``sscd``) reaches its threshold come
+#: first, by copy score; the rest follow by the fused similarity.
+RANKS = ("mean", "copies-first")
 
 
 def unit_vectors(ext: Extractor, rows: np.ndarray) -> np.ndarray:
@@ -45,7 +49,11 @@ class FuseExtractor(Extractor):
     dtype = "float32"
     metric = "cosine"
 
-    def __init__(self, parts: Sequence[Any], **runtime: Any):
+    def __init__(self, parts: Sequence[Any], rank: str = "mean", **runtime: Any):
+        if rank not in RANKS:
+            raise UsageError(f"fuse rank must be one of {', '.join(RANKS)}, not {rank!r}")
+        self.rank = rank
+        self.copies_first = rank == "copies-first"
         if isinstance(parts, (str, dict)) or not parts:
             raise UsageError('fuse needs a list of parts: fuse:A+B or {"name": "fuse", "parts": [...]}')
         self.parts: list[Extractor] = []
@@ -71,19 +79,26 @@ class FuseExtractor(Extractor):
         self.dim = sum(p.dim for p in self.parts)
         self.speed = max((getattr(p, "speed", "medium") for p in self.parts),
                          key=lambda s: _SPEEDS.index(s) if s in _SPEEDS else 1)
+        if rank == "copies-first" and self._copy_part() is None:
+            raise UsageError('fuse rank "copies-first" needs a part with a copy score (e.g. sscd)')
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "FuseExtractor":
         spec = dict(spec)
         if "parts" not in spec:
             raise UsageError('the fuse extractor needs parts: use fuse:A+B or {"name": "fuse", "parts": [...]}')
-        unknown = sorted(set(spec) - {"parts"})
+        unknown = sorted(set(spec) - {"parts", "rank"})
         if unknown:
-            raise UsageError(f"unknown fuse extractor settings: {', '.join(unknown)} (known: parts)")
-        return cls(spec["parts"], **runtime)
+            raise UsageError(f"unknown fuse extractor settings: {', '.join(unknown)} (known: parts, rank)")
+        return cls(spec["parts"], spec.get("rank", "mean"), **runtime)
 
     def settings(self) -> dict[str, Any]:
-        return {"parts": [{"extractor": p.spec(), "weight": w} for p, w in zip(self.parts, self.weights)]}
+        out: dict[str, Any] = {"parts": [{"extractor": p.spec(), "weight": w} for p, w in zip(self.parts, self.weights)]}
+        if self.rank != "mean":
+            out["rank"] = self.rank
+        return out
+
+
 
     @property
     def min_side(self) -> int | None:
@@ -102,4 +117,58 @@ class FuseExtractor(Extractor):
             rows = part.embed_prepared([p[i] for p in prepared])
             out[:, start : start + part.dim] = unit_vectors(part, rows) * np.float32(scale)
             start += part.dim
+        return out
+
+    # -- the copy score of the first part that has one --------------------------------
+    def _copy_part(self) -> tuple[Extractor, int] | None:
+        start = 0
+        for part in self.parts:
+            if type(part).copy_vectors is not Extractor.copy_vectors:
+                return part, start
+            start += part.dim
+        return None
+
+    def copy_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
+        found = self._copy_part()
+        if found is None:
+            return None
+        part, start = found
+        return l2_normalise(np.asarray(vectors, np.float32)[:, start : start + part.dim])
+
+    def copy_offsets(self, copy_vectors: np.ndarray) -> np.ndarray:
+        found = self._copy_part()
+        assert found is not None, "copy_offsets of a fuse without a copy descriptor"
+        return found[0].copy_offsets(copy_vectors)
+
+    def copy_threshold(self) -> float:
+        found = self._copy_part()
+        assert found is not None, "copy_threshold of a fuse without a copy descriptor"
+        return found[0].copy_threshold()
+
+    def embed_regions(self, image: np.ndarray, min_side: int) -> np.ndarray:
+        """Vectors of regions of ``image`` for the copy part alone (the other parts
+        zero), so a search with them ranks by the copy descriptor: windows of 40% and
+        60% of each side, overlapping by half, at least ``min_side`` pixels. A picture
+        pasted into a larger one meets its original at about its own scale. Empty
+        without a copy part."""
+        found = self._copy_part()
+        if found is None:
+            return np.zeros((0, self.dim), np.float32)
+        part, start = found
+        h, w = image.shape[:2]
+        windows = []
+        for fraction in (0.4, 0.6):
+            ch, cw = round(h * fraction), round(w * fraction)
+            if min(ch, cw) < min_side:
+                continue
+            steps = max(1, round((1 - fraction) / (fraction / 2)))
+            for i in range(steps + 1):
+                for j in range(steps + 1):
+                    top, left = round(i * (h - ch) / steps), round(j * (w - cw) / steps)
+                    windows.append(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
+        out = np.zeros((len(windows), self.dim), np.float32)
+        if windows:
+            index = self.parts.index(part)
+            rows = part.embed_prepared([part.prepare(x) for x in windows])
+            out[:, start : start + part.dim] = unit_vectors(part, rows) * np.float32(self.scales[index])
         return out

@@ -136,6 +136,9 @@ class Hit(BaseModel):
     path: str = Field(description="the file's path as indexed")
     score: float = Field(description="similarity: cosine in [-1, 1], or 1 - Hamming distance / bits")
     distance: int | None = Field(None, description="Hamming distance in bits (hash extractors only)")
+    copy_score: float | None = Field(
+        None, description="calibrated copy score (extractors trained for copy detection, e.g. sscd and the default "
+        "with the sscd extra): a copy from the index's copy_threshold (GET /info) up; null otherwise")
     inliers: int | None = Field(
         None, description="with verify: keypoints matched under one geometric model (0 = no geometric match); "
         "null when this hit was not verified (no verify, or ranked below the candidates)")
@@ -182,6 +185,8 @@ class InfoResponse(BaseModel):
     roots: list[str]
     vector_rows: int
     bytes_on_disk: int
+    copy_threshold: float | None = Field(None, description="hits' copy_score from here up are copies; "
+                                         "null when the extractor has no calibrated copy score")
     server: dict[str, Any]
 
 
@@ -288,7 +293,7 @@ class _Views:
 def _hits(hits) -> list[dict]:
     return [
         {"rank": h.rank, "id": h.id, "path": h.path, "score": round(float(h.score), 6), "distance": h.distance,
-         "inliers": h.inliers, "region": None if h.region is None else [[x, y] for x, y in h.region]}
+         "copy_score": h.copy_score, "inliers": h.inliers, "region": None if h.region is None else [[x, y] for x, y in h.region]}
         for h in hits
     ]
 
