@@ -30,7 +30,6 @@ refused by reason, slowest input, peak memory, crashes) goes to stdout.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import resource

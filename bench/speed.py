@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 import tempfile
 import time
@@ -629,8 +628,8 @@ def main(argv=None) -> int:
         if r["index"]["skipped"]:
             print(f"- {r['extractor']} jobs={r['jobs']}: {r['index']['skipped']} files could not be indexed.")
     if rows:
-        print(f"- index s: wall time of Index.add in a fresh index (worker start-up included); "
-              f"query times: Index.search(path, k=10), one call at a time, on images not in the index.")
+        print("- index s: wall time of Index.add in a fresh index (worker start-up included); "
+              "query times: Index.search(path, k=10), one call at a time, on images not in the index.")
     if draft_rows:
         print(f"- Draft test: mean over {args.draft_repeat} pass(es) over each set, after one warm-up pass; \"draft applied\" = images whose shorter side "
               f"exceeds 2 x {DRAFT_MIN_SIDE} px, the only ones decode_bytes reduces. "
