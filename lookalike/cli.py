@@ -532,6 +532,9 @@ def default_description() -> str:
     """What the default extractor is here, and how to get the better one where it is not installed."""
     from .extractors import registry
 
+    pinned = os.environ.get(registry.DEFAULT_ENV, "").strip()
+    if pinned and pinned != "default":
+        return f"{pinned} (from ${registry.DEFAULT_ENV})"
     if registry.sscd_installed():
         return ("sscd copies first (calibrated copy score), then similar pictures by a mean weighted "
                 "1:3 towards cnn: " + json.dumps(registry.COPY_DEFAULT, separators=(",", ":")))

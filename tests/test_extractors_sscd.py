@@ -117,7 +117,8 @@ def test_copy_score_says_copy_for_copies_and_not_for_flat_lookalikes(tmp_path):
 
 
 @needs_sscd
-def test_the_default_with_the_extra_ranks_copies_first(tmp_path):
+def test_the_default_with_the_extra_ranks_copies_first(tmp_path, monkeypatch):
+    monkeypatch.delenv(registry.DEFAULT_ENV)
     spec = registry.default_spec()
     assert spec["name"] == "fuse" and spec["rank"] == "copies-first"
     with Index.create(tmp_path / "idx") as ix:
@@ -141,10 +142,22 @@ def test_the_default_with_the_extra_ranks_copies_first(tmp_path):
 
 
 @needs_sscd
-def test_cli_says_which_default_it_used(tmp_path):
+def test_cli_says_which_default_it_used(tmp_path, monkeypatch):
+    monkeypatch.delenv(registry.DEFAULT_ENV)
     out = subprocess.run([sys.executable, "-m", "lookalike.cli", "index", str(DEMO), "--index", str(tmp_path / "i")],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "note: new index with the default extractor: sscd copies first" in out.stderr
     found = subprocess.run([sys.executable, "-m", "lookalike.cli", "search", str(DEMO / "cat.jpg"), "--index",
                             str(tmp_path / "i"), "-k", "2"], capture_output=True, text=True)
     assert found.returncode == 0 and "copy score" in found.stdout
+
+
+def test_the_default_can_be_pinned(tmp_path, monkeypatch):
+    monkeypatch.setenv(registry.DEFAULT_ENV, "phash")
+    assert registry.default_spec() == {"name": "phash"}
+    with Index.create(tmp_path / "idx") as ix:
+        assert ix.extractor.name == "phash"
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "extractors"], capture_output=True, text=True)
+    assert "default (-e default): phash (from $LOOKALIKE_DEFAULT_EXTRACTOR)" in out.stdout
+    monkeypatch.setenv(registry.DEFAULT_ENV, "default")  # means: the best installed
+    assert registry.default_spec()["name"] == ("fuse" if HAVE_SSCD else "cnn")

