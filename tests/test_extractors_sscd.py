@@ -161,3 +161,20 @@ def test_the_default_can_be_pinned(tmp_path, monkeypatch):
     assert "default (-e default): phash (from $LOOKALIKE_DEFAULT_EXTRACTOR)" in out.stdout
     monkeypatch.setenv(registry.DEFAULT_ENV, "default")  # means: the best installed
     assert registry.default_spec()["name"] == ("fuse" if HAVE_SSCD else "cnn")
+
+
+def test_a_damaged_background_file_is_one_clear_error(tmp_path, monkeypatch):
+    from lookalike.errors import LookalikeError
+    from lookalike.extractors import sscd
+
+    for name in ("sscd_background.json", "sscd_background_distilled.npy"):
+        (tmp_path / name).write_bytes((sscd.MODELS_DIR / name).read_bytes())
+    npy = tmp_path / "sscd_background_distilled.npy"
+    npy.write_bytes(npy.read_bytes()[:5000])  # truncated
+    monkeypatch.setattr(sscd, "MODELS_DIR", tmp_path)
+    sscd.background.cache_clear()
+    try:
+        with pytest.raises(LookalikeError, match="copy-score background .* damaged.*reinstall lookalike"):
+            sscd.background("distilled")
+    finally:
+        sscd.background.cache_clear()

@@ -65,9 +65,18 @@ def background_term(queries: np.ndarray, background: np.ndarray, n: int = BACKGR
 @functools.lru_cache(maxsize=None)
 def background(model: str) -> tuple[np.ndarray, float]:
     """The shipped background vectors of ``model`` (float32) and its copy threshold."""
-    meta = json.loads((MODELS_DIR / "sscd_background.json").read_text(encoding="utf-8"))
-    vectors = np.load(MODELS_DIR / f"sscd_background_{model}.npy", allow_pickle=False).astype(np.float32)
-    return l2_normalise(vectors), float(meta["models"][model]["threshold"])
+    path = MODELS_DIR / f"sscd_background_{model}.npy"
+    try:
+        meta = json.loads((MODELS_DIR / "sscd_background.json").read_text(encoding="utf-8"))
+        threshold = float(meta["models"][model]["threshold"])
+        vectors = np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LookalikeError(f"lookalike's copy-score background {path} or its .json is missing or damaged "
+                             f"({type(e).__name__}: {e}); reinstall lookalike") from None
+    if vectors.ndim != 2 or vectors.shape[1] != 512 or not np.isfinite(vectors).all():
+        raise LookalikeError(f"lookalike's copy-score background {path} is damaged (shape {vectors.shape}); "
+                             "reinstall lookalike")
+    return l2_normalise(vectors), threshold
 
 
 class SscdMissing(LookalikeError, ImportError):
