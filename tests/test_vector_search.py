@@ -120,3 +120,24 @@ def test_copies_first_by_hand():
     assert [h.path for h in ordered] == ["b", "d", "e", "a", "c"]
     assert [h.rank for h in ordered] == [1, 2, 3, 4, 5]
     assert [h.path for h in copies_first(hits, 0.9)] == ["a", "b", "c", "d", "e"]  # no copy: order kept
+
+
+def test_rectangles_find_a_picture_pasted_on_a_page():
+    from lookalike.regions import rectangles
+
+    rng = np.random.default_rng(3)
+    page = np.full((480, 640, 3), 235, np.uint8)
+    page[100:300, 200:460] = rng.integers(0, 255, (200, 260, 3), dtype=np.uint8)  # the picture
+    boxes = rectangles(page)
+    assert boxes and max(_iou(b, (200, 100, 260, 200)) for b in boxes) > 0.9
+    assert rectangles(np.full((200, 300, 3), 128, np.uint8)) == []  # a flat image outlines nothing
+    noise = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    assert all(w * h < 0.9 * 240 * 320 for _, _, w, h in rectangles(noise))
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return ix * iy / (aw * ah + bw * bh - ix * iy)

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import registry
 from ..errors import UsageError
+from ..regions import rectangles
 from .base import Extractor, l2_normalise
 
 _SPEEDS = ("fast", "medium", "slow")
@@ -148,9 +149,10 @@ class FuseExtractor(Extractor):
     def embed_regions(self, image: np.ndarray, min_side: int) -> np.ndarray:
         """Vectors of regions of ``image`` for the copy part alone (the other parts
         zero), so a search with them ranks by the copy descriptor: windows of 40% and
-        60% of each side, overlapping by half, at least ``min_side`` pixels. A picture
-        pasted into a larger one meets its original at about its own scale. Empty
-        without a copy part."""
+        60% of each side, overlapping by half, at least ``min_side`` pixels, and the
+        rectangles outlined by the query's edges (:func:`lookalike.regions.rectangles`).
+        A picture pasted into a larger one meets its original at about its own
+        scale. Empty without a copy part."""
         found = self._copy_part()
         if found is None:
             return np.zeros((0, self.dim), np.float32)
@@ -166,6 +168,9 @@ class FuseExtractor(Extractor):
                 for j in range(steps + 1):
                     top, left = round(i * (h - ch) / steps), round(j * (w - cw) / steps)
                     windows.append(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
+        for x, y, bw, bh in rectangles(image):  # pictures inside the query, outlined by edges
+            if min(bw, bh) >= min_side:
+                windows.append(np.ascontiguousarray(image[y : y + bh, x : x + bw]))
         out = np.zeros((len(windows), self.dim), np.float32)
         if windows:
             index = self.parts.index(part)
