@@ -406,6 +406,9 @@ class Index:
         problem = self._ann_problem()
         if problem:
             problems.append(f"{problem}; searches rebuild it in memory until it is saved again")
+        problem = self._missing_files_problem()
+        if problem:
+            problems.append(problem)
         from .actions import unfinished_runs
 
         for log_path, n in unfinished_runs(self.path):
@@ -413,6 +416,19 @@ class Index:
             problems.append(f"the duplicate action run logged in {log_path} {what}: "
                             f"`lookalike undo {log_path}` puts its files back")
         return problems
+
+    def missing_files(self) -> list[str]:
+        """Indexed files (path order) that no longer exist on disk: moved, renamed or deleted
+        since they were indexed. The next :meth:`add` of their folder forgets them."""
+        return [r.path for r in self.store.catalog.records(status="ok") if not os.path.lexists(r.path)]
+
+    def _missing_files_problem(self) -> str | None:
+        missing = self.missing_files()
+        if not missing:
+            return None
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        return (f"{len(missing)} indexed file(s) no longer exist on disk ({shown}); "
+                "`lookalike index` on their folder forgets them")
 
     def repair(self) -> list[str]:
         """Fix what :meth:`check` reports where possible, holding the writer lock; returns what

@@ -23,7 +23,7 @@ import pytest
 
 from lookalike.store import IndexDamaged, IndexStore
 
-from .conftest import make_pattern_images
+from .conftest import DEMO, make_pattern_images
 from .test_reliability import cli, ok, small_disk  # noqa: F401  (small_disk: a fixture)
 
 N = 8
@@ -373,3 +373,23 @@ def test_repair_of_a_sound_index_does_nothing(idx, images):
     assert "nothing to repair" in out.stdout and out.stdout.strip().endswith(": ok")
     assert {p.name: p.read_bytes() for p in idx.iterdir() if p.name in before} == before
     assert finds_itself(idx, images)
+
+
+def test_check_notices_indexed_files_missing_from_disk(tmp_path):
+    from lookalike import Index
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg"))[:4]:
+        shutil.copy(p, photos / p.name)
+    with Index.create(tmp_path / "idx", "phash") as ix:
+        ix.add(photos, jobs=1)
+        assert ix.check() == [] and ix.missing_files() == []
+        gone = sorted(photos.iterdir())[0]
+        gone.rename(tmp_path / gone.name)  # moved out of the root behind the index's back
+        assert ix.missing_files() == [str(gone)]
+        [problem] = ix.check()
+        assert problem.startswith(f"1 indexed file(s) no longer exist on disk ({gone})")
+        assert "`lookalike index` on their folder forgets them" in problem
+        ix.add(photos, jobs=1)  # as the message says
+        assert ix.check() == [] and len(ix) == 3
