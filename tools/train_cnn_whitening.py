@@ -317,26 +317,15 @@ def augment(a: np.ndarray, rng: random.Random, nrng: np.random.Generator, others
     if rng.random() < 0.08:
         a = a[::-1]
     a = np.ascontiguousarray(a)
-    if rng.random() < 0.25:
-        a = _rotate(a, rng)
-    if rng.random() < 0.12:
-        a = _perspective(a, rng)
-    if rng.random() < 0.5:
-        a = _colour(a, rng)
-    if rng.random() < 0.15:
-        a = _border(a, rng)
-    if rng.random() < 0.25:
-        a = _paste(a, rng, nrng, others)
-    if rng.random() < 0.25:
-        a = _text(a, rng)
-    if rng.random() < 0.3:
-        a = _blur(a, rng)
-    if rng.random() < 0.25:
-        a = _downscale(a, rng)
-    if rng.random() < 0.3:
-        a = _noise(a, rng, nrng)
-    if rng.random() < 0.5:
-        a = _jpeg(a, rng)
+    edits = [  # (chance, edit), applied in this order
+        (0.25, lambda x: _rotate(x, rng)), (0.12, lambda x: _perspective(x, rng)), (0.5, lambda x: _colour(x, rng)),
+        (0.15, lambda x: _border(x, rng)), (0.25, lambda x: _paste(x, rng, nrng, others)),
+        (0.25, lambda x: _text(x, rng)), (0.3, lambda x: _blur(x, rng)), (0.25, lambda x: _downscale(x, rng)),
+        (0.3, lambda x: _noise(x, rng, nrng)), (0.5, lambda x: _jpeg(x, rng)),
+    ]
+    for chance, edit in edits:
+        if rng.random() < chance:
+            a = edit(a)
     return np.ascontiguousarray(a)
 
 
