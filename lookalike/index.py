@@ -488,10 +488,7 @@ class Index:
     def copy_threshold(self) -> float | None:
         """The copy score from which a hit is a copy, for extractors with a calibrated
         copy score (``sscd``, the default with the sscd extra); ``None`` for the others."""
-        ext = self.extractor
-        if type(ext).copy_vectors is Extractor.copy_vectors or ext.copy_vectors(np.zeros((1, ext.dim), np.float32)) is None:
-            return None
-        return ext.copy_threshold()
+        return self.extractor.copy_threshold() if self.extractor.has_copy_score() else None
 
     def duplicates(self, threshold: float | None = None, k: int = 10, against=None, **kw) -> list[DuplicateGroup]:
         """Near-duplicate groups (``list[DuplicateGroup]``); see :mod:`lookalike.duplicates`.

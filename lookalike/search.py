@@ -176,9 +176,9 @@ def with_copy_scores(extractor, live: LiveSet, queries: np.ndarray,
     (``copy_offsets``, e.g. its similarity to a background set), read from the
     stored vectors of the snapshot ``live``.
     """
-    q = extractor.copy_vectors(queries) if len(queries) else None
-    if q is None:
+    if not len(queries) or not extractor.has_copy_score():
         return found
+    q = extractor.copy_vectors(queries)
     offsets = extractor.copy_offsets(q)
     out = []
     for vector, offset, hits in zip(q, offsets, found):

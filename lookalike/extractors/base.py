@@ -75,6 +75,10 @@ class Extractor(ABC):
     #: Rank hits whose copy score reaches the threshold first (``search.copies_first``).
     copies_first: bool = False
 
+    def has_copy_score(self) -> bool:
+        """Whether this extractor has a calibrated copy score (:meth:`copy_vectors` is not ``None``)."""
+        return False
+
     def copy_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
         """The unit copy-descriptor part of stored or query ``vectors`` (``(n, width)``),
         or ``None`` when this extractor has no calibrated copy score (most)."""

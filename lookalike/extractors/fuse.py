@@ -124,10 +124,13 @@ class FuseExtractor(Extractor):
     def _copy_part(self) -> tuple[Extractor, int] | None:
         start = 0
         for part in self.parts:
-            if type(part).copy_vectors is not Extractor.copy_vectors:
+            if part.has_copy_score():
                 return part, start
             start += part.dim
         return None
+
+    def has_copy_score(self) -> bool:
+        return self._copy_part() is not None
 
     def copy_vectors(self, vectors: np.ndarray) -> np.ndarray | None:
         found = self._copy_part()

@@ -131,6 +131,9 @@ class SscdExtractor(Extractor):
         return {"model": self.model, "size": self.size}
 
     # -- the copy score (module docstring) ------------------------------------------
+    def has_copy_score(self) -> bool:
+        return True
+
     def copy_vectors(self, vectors: np.ndarray) -> np.ndarray:
         return l2_normalise(vectors)
 
