@@ -159,6 +159,12 @@ def test_the_default_can_be_pinned(tmp_path, monkeypatch):
         assert ix.extractor.name == "phash"
     out = subprocess.run([sys.executable, "-m", "lookalike.cli", "extractors"], capture_output=True, text=True)
     assert "default (-e default): phash (from $LOOKALIKE_DEFAULT_EXTRACTOR)" in out.stdout
+    for bad in ("bogus", '{"name":', '{"size": 3}'):
+        monkeypatch.setenv(registry.DEFAULT_ENV, bad)
+        out = subprocess.run([sys.executable, "-m", "lookalike.cli", "index", str(DEMO), "--index",
+                              str(tmp_path / "bad"), "-q"], capture_output=True, text=True)
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        assert out.stderr.startswith(f"Error: ${registry.DEFAULT_ENV}=") and len(out.stderr.splitlines()) == 1
     monkeypatch.setenv(registry.DEFAULT_ENV, "default")  # means: the best installed
     assert registry.default_spec()["name"] == ("fuse" if HAVE_SSCD else "cnn")
 

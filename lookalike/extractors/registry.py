@@ -47,7 +47,12 @@ def default_spec() -> dict[str, Any]:
     the best installed: :data:`COPY_DEFAULT` with the ``sscd`` extra, else :data:`DEFAULT`."""
     pinned = os.environ.get(DEFAULT_ENV, "").strip()
     if pinned and pinned != "default":
-        return parse(pinned)
+        try:
+            spec = parse(pinned)
+            extractor_class(spec["name"])
+        except (ValueError, KeyError) as e:  # UnknownExtractor is a ValueError, and so is bad JSON
+            raise UnknownExtractor(f"${DEFAULT_ENV}={pinned!r} names no extractor: {e}") from None
+        return spec
     return json.loads(json.dumps(COPY_DEFAULT)) if sscd_installed() else {"name": DEFAULT}
 
 
