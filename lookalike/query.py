@@ -48,6 +48,11 @@ VERIFY_CANDIDATES = 50
 #: Query regions smaller than this (pixels, shorter side) carry too little of a
 #: picture to search with: the CNN would see a blur enlarged from a few pixels.
 MIN_REGION_SIDE = 112
+#: The same for the regions a copy descriptor searches (an extractor that ranks
+#: copies first). A copy descriptor is trained on copies shrunk to a fraction of
+#: their size, so a picture pasted small into a small query is still worth
+#: looking at; under this it is a few blocks of colour.
+MIN_COPY_REGION_SIDE = 32
 
 
 class QueryError(LookalikeError):
@@ -189,7 +194,7 @@ def region_candidates(index: "Index", pixels: np.ndarray, taken: set[str], n: in
     regions = getattr(index.extractor, "embed_regions", None)
     if regions is None:
         return []
-    vectors = regions(pixels, MIN_REGION_SIDE)
+    vectors = regions(pixels, MIN_COPY_REGION_SIDE if index.extractor.copies_first else MIN_REGION_SIDE)
     if not len(vectors):
         return []
     return _best_per_file(index.search_vectors(vectors, n + len(taken)), taken)[:n]
