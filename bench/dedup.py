@@ -1,7 +1,18 @@
 """Duplicate grouping on the public benchmark, and a synthetic scale run.
 
     .venv/bin/python bench/dedup.py --extractor cnn --extractor phash [--sweep]
+    .venv/bin/python bench/dedup.py --extractor default --levels [--bench /tmp/hard17]
     .venv/bin/python bench/dedup.py --synthetic 1000000
+
+``--levels``: every level (exact, near, edited) at its default threshold:
+pairwise precision and recall over all true pairs (edited), recall over the
+pairs of the near kinds of edit (re-encoded, resized: jpeg10, down25,
+heavy_jpeg), and how many pairs of an original with a cropped, mirrored or
+rotated copy a level put together. A query made by pasting a picture onto
+another gallery photo (``ignore`` in ground_truth.csv) also shows that photo:
+that pair counts neither way. The distractors hold recoloured variants of
+the same clip-art, which are edited copies of each other but count as wrong
+pairs; the precision without pairs of two distractors is printed beside.
 
 Benchmark: originals + distractors + queries are indexed together; each
 original with its queries is one true group, every distractor a singleton.
@@ -57,6 +68,83 @@ def evaluate(groups, truth: dict[str, str]) -> tuple[float, float, float]:
     recall = correct / total_true if total_true else 1.0
     p_no_dd = correct / (predicted - dd) if predicted - dd else 1.0
     return precision, recall, p_no_dd
+
+
+#: Kinds of edit that keep the picture as it is: re-encoded, resized.
+NEAR_KINDS = {"jpeg10", "down25", "heavy_jpeg"}
+#: Kinds that crop, mirror or rotate: never grouped at ``near``.
+GEOMETRIC_KINDS = {"crop60", "crop40off", "rot15", "hflip", "quarter_turn", "perspective", "combined"}
+
+
+def level_scores(groups, truth: dict[str, str], transforms: dict[str, str], ignored: set[frozenset]) -> dict:
+    """Pairwise figures of one level's groups (see the module docstring)."""
+    orig_of = truth
+    kinds = {q: t for q, t in transforms.items()}
+    predicted = correct = geometric = dd = 0
+    near_found = 0
+    for g in groups:
+        paths = [m.path for m in g.members]
+        for i in range(len(paths)):
+            for j in range(i + 1, len(paths)):
+                x, y = paths[i], paths[j]
+                if frozenset((x, y)) in ignored:
+                    continue
+                predicted += 1
+                dd += "/distractors/" in x and "/distractors/" in y
+                same = orig_of.get(x, x) == orig_of.get(y, y)
+                correct += same
+                if same:
+                    kx, ky = kinds.get(x), kinds.get(y)
+                    if (kx is None and ky in GEOMETRIC_KINDS) or (ky is None and kx in GEOMETRIC_KINDS):
+                        geometric += 1
+                    if all(k is None or k in NEAR_KINDS for k in (kx, ky)) and (kx or ky):
+                        near_found += 1
+    sizes = Counter(orig_of.values())
+    total = pair_count(sizes.values())
+    near_sizes = Counter(orig_of[q] for q, t in kinds.items() if t in NEAR_KINDS)
+    near_total = pair_count([n + 1 for n in near_sizes.values()])
+    return {"groups": len(groups), "pairs": predicted,
+            "precision": correct / predicted if predicted else 1.0,
+            "precision w/o dd": correct / (predicted - dd) if predicted - dd else 1.0,
+            "recall": correct / total if total else 1.0,
+            "near recall": near_found / near_total if near_total else 1.0,
+            "geometric pairs": geometric}
+
+
+def run_levels(args) -> None:
+    from lookalike.grouping import level_threshold
+    from lookalike.levels import LEVELS
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="dedup-levels-"))
+    bench = Path(args.bench)
+    gallery, truth, transforms = bench_collection(bench, work)
+    ignored = set()
+    with open(bench / "ground_truth.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("ignore"):
+                ignored.add(frozenset((str(gallery / row["query"]), str(gallery / row["ignore"]))))
+    print(f"collection: {len(truth)} images ({bench}; {len(ignored)} pasted-picture pairs ignored)")
+    print("| extractor | level | threshold | groups | pairs | precision | precision w/o distractor pairs "
+          "| recall | near recall | original + crop/mirror/rotation pairs | group s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in args.extractor:
+        idx = work / f"idx-{name}"
+        if not (idx / "manifest.json").exists():
+            with Index.create(idx, extractor=None if name == "default" else name) as ix:
+                ix.add(gallery, jobs=args.jobs)
+        with Index.open(idx) as ix:
+            for level in LEVELS:
+                thr = None if level == "exact" else level_threshold(ix, level) if args.threshold is None else args.threshold
+                t0 = time.perf_counter()
+                groups = ix.duplicates(threshold=thr, k=args.k, level=level)
+                took = time.perf_counter() - t0
+                r = level_scores(groups, truth, transforms, ignored)
+                shown = "-" if thr is None else f"{thr:.3f}"
+                print(f"| {name} | {level} | {shown} | {r['groups']} | {r['pairs']} | {r['precision']:.3f} "
+                      f"| {r['precision w/o dd']:.3f} "
+                      f"| {r['recall']:.3f} | {r['near recall']:.3f} | {r['geometric pairs']} | {took:.1f} |")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_collection(bench: Path, work: Path):
@@ -201,10 +289,13 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--levels", action="store_true", help="Every duplicate level at its default threshold.")
     ap.add_argument("--work", default=None, help="Keep indexes here (reused on the next run).")
     ap.add_argument("--synthetic", type=int, default=0, help="Also group N synthetic vectors.")
     args = ap.parse_args()
-    if args.extractor:
+    if args.extractor and args.levels:
+        run_levels(args)
+    elif args.extractor:
         run_bench(args)
     if args.synthetic:
         run_synthetic(args.synthetic)

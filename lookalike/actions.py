@@ -84,6 +84,7 @@ class Action:
 class Outcome:
     ok: bool
     message: str
+    path: str | None = None  # the file, where it is back in place (ok) or was never changed
 
 
 class _Refused(Exception):
@@ -383,9 +384,21 @@ def apply_actions(index, actions: Iterable[Action], log_path: str | None = None)
                 _hook("after_done", n)
         except KeyboardInterrupt:
             journal.close()
+            _forget_done(store, entries)
             raise ActionsInterrupted(journal.path, len(entries)) from None
         journal.close()
+        _forget_done(store, entries)
     return journal.path, entries
+
+
+def _forget_done(store, entries: list[dict]) -> None:
+    """The index forgets the files acted on, so that searches, duplicates and ``check``
+    agree with the disk (``lookalike undo`` indexes them again once they are back).
+    Killed before this, ``check`` reports them missing and the next indexing run of
+    their folder forgets them."""
+    done = [e["path"] for e in entries if e.get("state") == "done"]
+    if done:
+        store.commit(deletes=done)
 
 
 def _os_reason(e: OSError) -> str:
@@ -550,9 +563,9 @@ def _undo_one(e: dict, roots: Sequence[Root], base: str | None) -> Outcome:
             staged = _stage_name(name)
             if fsops.exists(fd, staged) and here is None:  # killed between staging and unlinking
                 fsops.rename_noreplace(fd, staged, fd, name)
-                return Outcome(True, f"restored {path}")
+                return Outcome(True, f"restored {path}", path)
             if here is not None and stat.S_ISREG(here.st_mode) and fsops.identity(here) == ident:
-                return Outcome(True, f"in place (never deleted): {path}")
+                return Outcome(True, f"in place (never deleted): {path}", path)
             return Outcome(False, f"cannot undo a deletion: {path}")
         if base is None or dest is None or not is_below(dest, base) or os.path.normpath(dest) != dest:
             raise _Refused("its destination lies outside the run's destination folder")
@@ -576,7 +589,7 @@ def _undo_one(e: dict, roots: Sequence[Root], base: str | None) -> Outcome:
                 elif stat.S_ISREG(here.st_mode) and fsops.identity(here)[2:] == ident[2:]:
                     if dest_ok and dfd is not None and there is not None and _same_content(fd, name, dfd, dname, here, there):
                         os.unlink(dname, dir_fd=dfd)  # a leftover second name or copy of the same file
-                    return Outcome(True, f"in place: {path}")
+                    return Outcome(True, f"in place: {path}", path)
                 else:
                     return Outcome(False, f"skipped {path}: it exists again; the original stays at {dest}")
             if not dest_ok:
@@ -591,7 +604,7 @@ def _undo_one(e: dict, roots: Sequence[Root], base: str | None) -> Outcome:
                 fsops.copy_noreplace(dfd, dname, fd, name, there)
                 _hook("undo_copied", n)
                 os.unlink(dname, dir_fd=dfd)
-            return Outcome(True, f"restored {path}")
+            return Outcome(True, f"restored {path}", path)
         finally:
             if dfd is not None:
                 os.close(dfd)

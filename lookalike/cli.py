@@ -14,9 +14,11 @@ from contextlib import contextmanager
 import click
 
 from . import decode
-from .errors import LookalikeError
+from .errors import LookalikeError, PathNotFound
 from .extractors import registry
-from .index import Index
+from .grouping import DEFAULT_KEEP
+from .index import Index, default_index_dir
+from .levels import DEFAULT_LEVEL, LEVELS
 from .indexer import IndexInterrupted, IndexReport
 from .sources import walk
 from .version import __version__
@@ -178,6 +180,47 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
                 click.echo(_summary(report))
 
 
+def _size(n: int) -> str:
+    """Bytes for people: 0 B, 512 B, 3.4 MB, 1.2 GB (powers of 1000)."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _index_folder_for_duplicates(folder: str, index_dir, backend: dict) -> str:
+    """Index ``folder`` (incrementally) for `lookalike duplicates FOLDER`; returns the index
+    folder: ``--index`` when given, else one kept for ``folder`` under the cache folder."""
+    from .backends import open_index
+
+    if backend.get("milvus_uri"):
+        raise click.UsageError("give FOLDER or --milvus, not both: index the folder into Milvus with `lookalike index`")
+    path = os.path.abspath(os.path.expanduser(folder))
+    if not os.path.isdir(path):
+        raise PathNotFound(f"no such folder: {folder}")
+    if index_dir is None:
+        index_dir = default_index_dir(path)
+    new = not (Path(index_dir) / "manifest.json").exists()
+    click.echo(f"index: {index_dir} ({'new' if new else 'updated'}; `--index DIR` to choose)", err=True)
+    with open_index(index_dir, None, create=True) as ix:
+        if new:
+            click.echo(f"note: new index with the default extractor: {default_description()}", err=True)
+        update, bar = _progress(False, os.path.basename(path) or path)
+        try:
+            report = ix.add(path, progress=update)
+        except IndexInterrupted as e:
+            if bar:
+                bar.close()
+            click.echo(f"Interrupted: {e.report.processed} files committed; run the same command again to resume.",
+                       err=True)
+            sys.exit(130)
+        finally:
+            if bar:
+                bar.close()
+        click.echo(_summary(report), err=True)
+    return index_dir
+
+
 def _hit_line(h) -> str:
     extra = f"  ({h.distance} bits)" if h.distance is not None else ""
     if h.copy_score is not None:
@@ -322,12 +365,21 @@ def neighbours(index_dir, k, exact, as_json, **backend):
 
 
 @main.command()
-@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder.")
+@click.argument("folder", required=False, type=click.Path())
+@click.option("--index", "index_dir", default=None, type=click.Path(),
+              help="Index folder (default with FOLDER: one kept for that folder under the cache folder).")
 @click.option("--against", default=None, type=click.Path(),
               help="Another index (same extractor) or an image folder: report only matches between the two sets.")
-@click.option("--threshold", "-t", type=float, default=None, help="Minimum score (default: per extractor).")
+@click.option("--level", type=click.Choice(LEVELS), default=DEFAULT_LEVEL, show_default=True,
+              help="exact: the same bytes; near: re-encoded, resized or mildly recoloured, never cropped, "
+                   "mirrored or rotated; edited: also crops, mirrors, rotations, overlays, borders.")
+@click.option("--keep", "keep", default=DEFAULT_KEEP, show_default=True, metavar="RULE",
+              help="Which member of a group is kept: largest, oldest, newest, shortest-path, or in:FOLDER "
+                   "(a file inside FOLDER, e.g. your reference copies).")
+@click.option("--threshold", "-t", type=float, default=None,
+              help="Minimum pair score (default: the copy threshold with a copy descriptor, else per extractor).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours considered per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON, with a mapping file -> its duplicates.")
 @click.option("--report", type=click.Path(), default=None, help="Write a report: .json, .csv or .html (thumbnails).")
 @click.option("--sheet", type=click.Path(), default=None, help="Write a contact sheet PNG (one row per group).")
 @click.option("--move-to", type=click.Path(), default=None, help="Move non-keepers under this folder.")
@@ -337,9 +389,10 @@ def neighbours(index_dir, k, exact, as_json, **backend):
 @click.option("--undo-log", type=click.Path(), default=None, help="Undo log path, a new file (default: INDEX/undo/undo-<time>-<pid>-<random>.jsonl).")
 @click.option("--yes", is_flag=True, help="Really act (without it, actions are a dry run).")
 @backend_options
-def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to, symlink, delete, trash,
-               undo_log, yes, **backend):
-    """Groups of near-duplicate images, each with a suggested keeper; optional safe actions."""
+def duplicates(folder, index_dir, against, level, keep, threshold, k, as_json, report, sheet, move_to, symlink,
+               delete, trash, undo_log, yes, **backend):
+    """Groups of duplicate images in FOLDER (indexed first, incrementally) or in an index,
+    each with a keeper; optional safe actions on the others."""
     from . import actions as act, duplicates as dup
 
     ops = [o for o, on in (("move", move_to), ("symlink", symlink), ("delete", delete)) if on]
@@ -348,24 +401,32 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
     if ops and against:
         raise click.UsageError("--against only reports matches; actions (--move-to, --symlink, --delete) "
                                "work on one index's own duplicates")
+    with _errors():
+        dup.check_keep_rule(keep)
+        if folder is not None:
+            index_dir = _index_folder_for_duplicates(folder, index_dir, backend)
     with _errors(), _open_index(index_dir, backend) as ix:
-        spec, metric = ix.store.manifest.extractor, ix.store.manifest.metric
-        thr = threshold if threshold is not None else dup.default_threshold(spec, metric)
-        groups = ix.duplicates(threshold=thr, k=k, against=against)
-        meta = {"index": ix.path, "threshold": thr, "k": k, "extractor": spec.get("name")}
+        spec = ix.store.manifest.extractor
+        thr = None if level == "exact" else threshold if threshold is not None else dup.level_threshold(ix, level)
+        groups = ix.duplicates(threshold=thr, k=k, against=against, level=level, keep=keep)
+        meta = {"index": ix.path, "level": level, "keep": keep, "threshold": thr, "k": k,
+                "extractor": spec.get("name")}
         if against:
             meta["against"] = os.path.abspath(against)
+        n_dup = sum(len(g.members) - 1 for g in groups)
+        freed = sum(m.size or 0 for g in groups for m in g.others)
         if as_json:
             click.echo(dup.report_json(groups, meta))
         else:
             for n, g in enumerate(groups, 1):
-                click.echo(f"group {n}: {len(g.members)} files")
+                click.echo(f"group {n}: {len(g.members)} files ({g.level})")
                 for m in g.members:
                     role = "keep" if m is g.keeper else f"{m.score:.4f}"
                     res = f"{m.width}x{m.height}" if m.width else "?"
                     click.echo(f"  {role:>6s}  {res:>11s}  {m.size or 0:>10d}  {m.path}")
-            n_dup = sum(len(g.members) - 1 for g in groups)
-            click.echo(f"{len(groups)} groups, {n_dup} duplicates (threshold {thr:g})", err=True)
+            at = "" if thr is None else f", threshold {thr:g}"
+            click.echo(f"{len(groups)} groups, {n_dup} duplicates, {_size(freed)} in files that are not keepers "
+                       f"(level {level}{at}, keeper rule {keep})", err=True)
         if report:
             click.echo(f"report: {dup.write_report(groups, report, meta)}", err=True)
         if sheet:
@@ -385,7 +446,9 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
                     if op == "symlink" else ""
                 click.echo(f"would {op} {a.path}{where}")
             note = " Deletion cannot be undone; --move-to DIR is the reversible way." if op == "delete" else ""
-            click.echo(f"dry run: {len(todo)} files would be acted on, nothing changed. Add --yes to do it.{note}",
+            would = sum(a.ident[2] for a in todo if a.ident) if op != "symlink" else 0
+            space = f", freeing {_size(would)}" if op == "delete" else f" ({_size(would)})" if op == "move" else ""
+            click.echo(f"dry run: {len(todo)} files would be acted on{space}, nothing changed. Add --yes to do it.{note}",
                        err=True)
             return
         try:
@@ -399,8 +462,9 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
         click.echo(f"{op}: {len(entries) - len(failed)} done, {len(failed)} not done, "
                    f"{len(actions) - len(todo)} skipped; undo log: {log_path or '-'}"
                    + (" (deletions cannot be undone)" if op == "delete" else ""), err=True)
-        if entries:
-            click.echo("The index still lists the changed files: run `lookalike index` again to update it.", err=True)
+        if len(entries) > len(failed):
+            click.echo("The index no longer lists the files acted on; `lookalike undo LOG` puts them back "
+                       "and indexes them again.", err=True)
         if failed:
             sys.exit(1)
 
@@ -410,14 +474,32 @@ def duplicates(index_dir, against, threshold, k, as_json, report, sheet, move_to
 def undo(log):
     """Reverse the actions recorded in an undo LOG written by `lookalike duplicates --yes`
     (repeatable: files already back are left alone)."""
-    from .actions import undo as undo_log
+    from .actions import read_log, undo as undo_log
 
     with _errors():
         outcomes = undo_log(log)
     for o in outcomes:
         click.echo(o.message, err=not o.ok)
+    back = sorted({o.path for o in outcomes if o.ok and o.path})
+    if back:
+        _index_again(read_log(log)[0]["index"], back)
     if any(not o.ok for o in outcomes):
         sys.exit(1)
+
+
+def _index_again(index_dir: str, paths: list[str]) -> None:
+    """After an undo: index the files that are back (those the index forgot when acting)."""
+    from .duplicates import index_again
+
+    try:
+        with Index.open(index_dir) as ix:
+            missing = index_again(ix, paths)
+    except LookalikeError as e:
+        click.echo(f"the files are back, but could not be indexed again ({e}); "
+                   f"run `lookalike index` on their folder", err=True)
+        return
+    if missing:
+        click.echo(f"indexed again: {len(missing)} files", err=True)
 
 
 @main.command()

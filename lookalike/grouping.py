@@ -61,8 +61,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import levels
+from .errors import PathNotFound, UsageError
 from .sources import display_path, walk
-from .errors import PathNotFound
 
 #: Default threshold per extractor name (score = cosine, or 1 - Hamming bits / bits).
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -96,13 +97,14 @@ class Member:
 class DuplicateGroup:
     keeper: Member
     members: list[Member]  # keeper first, then the others by score (best first), then path
+    level: str = "edited"  # the level that made the group (lookalike.levels)
 
     @property
     def others(self) -> list[Member]:
         return [m for m in self.members if m is not self.keeper]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keeper": self.keeper.path, "members": [asdict(m) for m in self.members]}
+        return {"keeper": self.keeper.path, "level": self.level, "members": [asdict(m) for m in self.members]}
 
 
 def default_threshold(spec: dict, metric: str) -> float:
@@ -115,18 +117,48 @@ def default_threshold(spec: dict, metric: str) -> float:
 
 # -- the grouping core (pure arrays; used by the API and by the 1M synthetic benchmark) --
 
+#: Keeper rules (:func:`keeper_rank`); ``in:FOLDER`` is the fifth.
+KEEP_RULES = ("largest", "oldest", "newest", "shortest-path")
+DEFAULT_KEEP = "largest"
+
+
+def check_keep_rule(rule: str) -> str:
+    """``rule`` if it names a keeper rule, else :class:`UsageError` listing them."""
+    if rule in KEEP_RULES or (rule.startswith("in:") and len(rule) > 3):
+        return rule
+    raise UsageError(f"unknown keeper rule {rule!r}; choose one of {', '.join(KEEP_RULES)} or in:FOLDER")
+
+
 def keeper_rank(area: np.ndarray, size: np.ndarray, mtime: np.ndarray,
-                paths: Sequence[str] | None = None) -> np.ndarray:
+                paths: Sequence[str] | None = None, rule: str = DEFAULT_KEEP) -> np.ndarray:
     """``rank[i]``: position of node ``i`` in keeping order (0 = the keeper).
 
-    Largest ``area`` (width x height, pixels) first, then largest ``size``
-    (bytes), then oldest ``mtime`` (ns), then ``paths`` in order; without
-    ``paths``, ties go by node number (so number the nodes in path order).
-    Inputs are ``(n,)`` arrays; returns ``(n,) int64``.
+    ``largest`` (the default): largest ``area`` (width x height, pixels) first,
+    then largest ``size`` (bytes), then oldest ``mtime`` (ns), then ``paths`` in
+    order. ``oldest`` / ``newest``: by ``mtime``, then as ``largest``.
+    ``shortest-path``: the shortest path, then as ``largest``. ``in:FOLDER``: files
+    under FOLDER first, then as ``largest``. Without ``paths``, ties go by node
+    number (so number the nodes in path order). Inputs are ``(n,)`` arrays;
+    returns ``(n,) int64``.
     """
+    rule = check_keep_rule(rule)
     n = len(area)
     ties = np.arange(n) if paths is None else _path_positions(paths)
-    order = np.lexsort((ties, mtime, -np.asarray(size), -np.asarray(area)))
+    keys = [ties, np.asarray(mtime), -np.asarray(size), -np.asarray(area)]  # np.lexsort: last key first
+    if rule == "oldest":
+        keys.append(np.asarray(mtime))
+    elif rule == "newest":
+        keys.append(-np.asarray(mtime))
+    elif rule == "shortest-path":
+        if paths is None:
+            raise UsageError("the shortest-path keeper rule needs the paths")
+        keys.append(np.array([len(p) for p in paths], np.int64))
+    elif rule.startswith("in:"):
+        if paths is None:
+            raise UsageError("the in:FOLDER keeper rule needs the paths")
+        folder = os.path.join(os.path.abspath(os.path.expanduser(rule[3:])), "")
+        keys.append(np.array([not os.path.abspath(p).startswith(folder) for p in paths], np.int8))
+    order = np.lexsort(tuple(keys))
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     return rank
@@ -223,6 +255,7 @@ class _Nodes:
     mtime: np.ndarray
     vectors: "_Vectors"
     side: list[str] = field(default_factory=list)
+    hashes: list[str | None] = field(default_factory=list)  # content hashes (the exact level)
 
 
 class _Vectors:
@@ -276,7 +309,7 @@ def _catalog_nodes(ids, paths: list[str], rows, matrix: np.ndarray, catalog, sid
         np.array([r.height or 0 if r else 0 for r in rs], np.int64),
         np.array([r.size if r else 0 for r in rs], np.int64),
         np.array([r.mtime_ns if r else 0 for r in rs], np.int64),
-        vec, [side] * len(rs),
+        vec, [side] * len(rs), [r.content_hash if r else None for r in rs],
     )
 
 
@@ -290,11 +323,18 @@ def _folder_nodes(index, folder: str) -> _Nodes:
 
     from .query import QueryError
 
+    from .decode import DecodeError, read_file
+    from .sources import content_hash
+
     paths, vecs, widths, heights, sizes, mtimes = [], [], [], [], [], []
+    hashes: list[str | None] = []
     for e in walk(folder):
         try:
             vecs.append(index.embed(e.path))
-        except QueryError:
+            hashes.append(content_hash(read_file(e.path)))
+        except (QueryError, DecodeError):
+            if len(vecs) > len(hashes):
+                vecs.pop()
             continue
         try:
             with Image.open(e.path) as im:
@@ -310,20 +350,57 @@ def _folder_nodes(index, folder: str) -> _Nodes:
     dtype = np.uint8 if index.store.manifest.metric == "hamming" else np.float32
     vec = _Vectors([(np.asarray(vecs, dtype) if vecs else np.zeros((0, dim), dtype), np.arange(len(vecs)))])
     return _Nodes(paths, [None] * len(paths), np.array(widths, np.int64), np.array(heights, np.int64),
-                  np.array(sizes, np.int64), np.array(mtimes, np.int64), vec, ["against"] * len(paths))
+                  np.array(sizes, np.int64), np.array(mtimes, np.int64), vec, ["against"] * len(paths), hashes)
 
 
 def find_duplicates(index, threshold: float | None = None, k: int = DEFAULT_K, against=None,
-                    keeper_threshold: float | None = None) -> list[DuplicateGroup]:
-    """Near-duplicate groups of ``index`` (or, with ``against``, matches between the sets).
+                    keeper_threshold: float | None = None, level: str = levels.DEFAULT_LEVEL,
+                    keep: str = DEFAULT_KEEP) -> list[DuplicateGroup]:
+    """Duplicate groups of ``index`` at ``level`` (or, with ``against``, matches between the sets).
 
+    ``level``: ``exact``, ``near`` (the default) or ``edited`` (:mod:`lookalike.levels`).
+    ``threshold``: the minimum pair score (default: :func:`level_threshold`).
     ``against``: an :class:`Index`, an index directory or an image folder.
-    Groups are ordered by keeper path.
+    ``keep``: the keeper rule (:func:`keeper_rank`). Groups are ordered by keeper path.
     """
+    level, keep = levels.check_level(level), check_keep_rule(keep)
+    if level == "exact":
+        return exact_groups(index, against, keep)
     if threshold is None:
-        threshold = default_threshold(index.store.manifest.extractor, index.store.manifest.metric)
-    cand = candidates(index, threshold, k, against)
+        threshold = level_threshold(index, level)
+    cand = candidates(index, threshold, k, against, level=level, keep=keep)
     return cand.groups(threshold, keeper_threshold)
+
+
+def level_threshold(index, level: str = "edited") -> float:
+    """The default minimum pair score at ``level``: for an extractor with a copy score,
+    the calibrated copy threshold at ``edited`` and :data:`levels.NEAR_COPY_BAR` at
+    ``near`` (where the pixel checks decide); else :func:`default_threshold`."""
+    if index.extractor.has_copy_score():
+        return levels.NEAR_COPY_BAR if level == "near" else float(index.extractor.copy_threshold())
+    return default_threshold(index.store.manifest.extractor, index.store.manifest.metric)
+
+
+def exact_groups(index, against=None, keep: str = DEFAULT_KEEP) -> list[DuplicateGroup]:
+    """Groups of files with the same content hash (byte-identical files)."""
+    nodes = _index_nodes(index)
+    cross = against is not None
+    if cross:
+        nodes = _concat(nodes, _against_nodes(index, against))
+    rank = keeper_rank(nodes.width * nodes.height, nodes.size, nodes.mtime, nodes.paths, keep)
+    by_hash: dict[str, list[int]] = {}
+    for i, h in enumerate(nodes.hashes):
+        if h:
+            by_hash.setdefault(h, []).append(i)
+    groups = []
+    for members in by_hash.values():
+        if len(members) < 2 or (cross and len({nodes.side[m] for m in members}) < 2):
+            continue
+        members.sort(key=lambda m: rank[m])
+        ms = [_member(nodes, m, 1.0) for m in members]
+        groups.append(DuplicateGroup(ms[0], [ms[0], *sorted(ms[1:], key=lambda m: m.path)], "exact"))
+    groups.sort(key=lambda g: g.keeper.path)
+    return groups
 
 
 @dataclass
@@ -337,10 +414,18 @@ class Candidates:
     rank: np.ndarray
     similarity: Callable[[int, np.ndarray], np.ndarray]
     cross: bool
+    level: str = "edited"
+    check: "PairCheck | None" = None
 
     def groups(self, threshold: float, keeper_threshold: float | None = None) -> list[DuplicateGroup]:
         nodes = self.nodes
-        raw = group_pairs(len(nodes.paths), self.a, self.b, self.s, threshold, self.rank,
+        s = self.s
+        if self.check is not None and len(s):  # the level's pixel checks, on pairs above the threshold only
+            s = s.copy()
+            for i in np.flatnonzero(s >= threshold):
+                if not self.check.ok(int(self.a[i]), int(self.b[i])):
+                    s[i] = NOT_A_PAIR
+        raw = group_pairs(len(nodes.paths), self.a, self.b, s, threshold, self.rank,
                           self.similarity, keeper_threshold)
         groups = []
         for keeper, members, scores in raw:
@@ -348,46 +433,151 @@ class Candidates:
                 continue  # a regrouped remainder from one set only
             ms = [_member(nodes, int(m), float(sc)) for m, sc in zip(members, scores)]
             rest = sorted(ms[1:], key=lambda m: (-m.score, m.path))
-            groups.append(DuplicateGroup(ms[0], [ms[0], *rest]))
+            groups.append(DuplicateGroup(ms[0], [ms[0], *rest], self.level))
         groups.sort(key=lambda g: g.keeper.path)
         return groups
 
 
-def candidates(index, min_score: float, k: int = DEFAULT_K, against=None) -> Candidates:
+#: The score a pair gets when the level's pixel checks turn it down.
+NOT_A_PAIR = -2.0
+
+
+class PairCheck:
+    """The level's tests of a pair beyond its score, on small thumbnails read from the
+    files (once each, and only for files in pairs above the threshold): neither image
+    is low-information, and at ``near`` the two agree pixel by pixel
+    (:mod:`lookalike.levels`). A file that cannot be read is in no pair."""
+
+    def __init__(self, nodes: _Nodes, level: str):
+        self.nodes, self.level = nodes, level
+        self._thumbs: dict[int, levels.Thumb | None] = {}
+
+    def thumb(self, i: int) -> "levels.Thumb | None":
+        if i not in self._thumbs:
+            from .decode import DecodeError, decode_file
+
+            try:
+                d = decode_file(os.path.expanduser(self.nodes.paths[i]), min_side=levels.THUMB)
+                t = levels.thumb(d.pixels, min(d.width, d.height))
+                self._thumbs[i] = None if levels.low_information(t) else t
+            except (DecodeError, OSError):
+                self._thumbs[i] = None
+        return self._thumbs[i]
+
+    def ok(self, i: int, j: int) -> bool:
+        if i == j:
+            return True
+        a, b = self.thumb(i), self.thumb(j)
+        if a is None or b is None:
+            return False
+        return self.level != "near" or levels.near_pair(a, b)
+
+    def masked(self, similarity: Callable[[int, np.ndarray], np.ndarray]) -> Callable[[int, np.ndarray], np.ndarray]:
+        """``similarity`` with :data:`NOT_A_PAIR` where a pair fails the checks."""
+        def sim(i, js):
+            out = np.array(similarity(i, js), np.float64)
+            for n, j in enumerate(np.atleast_1d(js)):
+                if not self.ok(int(i), int(j)):
+                    out[n] = NOT_A_PAIR
+            return out
+        return sim
+
+
+def candidates(index, min_score: float, k: int = DEFAULT_K, against=None, *, level: str = "edited",
+               keep: str = DEFAULT_KEEP) -> Candidates:
     """Pairs scoring at least ``min_score`` among each file's ``k`` nearest neighbours
-    (or, with ``against``, between each ``against`` image and its ``k`` nearest in ``index``)."""
+    (or, with ``against``, between each ``against`` image and its ``k`` nearest in ``index``).
+
+    For an extractor with a calibrated copy score the neighbours are those of the
+    copy descriptor alone and a pair's score is its copy score, held to the higher
+    bar of the two images (their similarity minus the larger of their two offsets);
+    otherwise the index's own score. ``level`` adds :class:`PairCheck`.
+    """
     metric, bits = index.store.manifest.metric, index.extractor.dim
+    ext = index.extractor
+    copy = ext.has_copy_score()
     nodes = _index_nodes(index)
+    other = _against_nodes(index, against) if against is not None else None
+    allnodes = nodes if other is None else _concat(nodes, other)
     n_a = len(nodes.paths)
     pos = {i: j for j, i in enumerate(nodes.ids)}
+    if copy:
+        offsets = _copy_offsets(ext, allnodes.vectors)
+        base = _copy_similarity_fn(ext, allnodes.vectors, offsets)
+    else:
+        base = _similarity_fn(allnodes.vectors, metric, bits)
     a: list[int] = []  # pair i: nodes a[i], b[i], score s[i]
     b: list[int] = []
     s: list[float] = []
-    if against is None:
-        for j, (path, hits) in enumerate(index.neighbours(k)):
-            for h in hits:
-                # h.id not in pos: a file only the search backend knows (another shard's, in Milvus)
-                if h.score >= min_score and h.id in pos:
-                    a.append(j)
-                    b.append(pos[h.id])
-                    s.append(h.score)
-        allnodes = nodes
+    if other is None:
+        queries = range(n_a)
+        found = _copy_neighbours(index, nodes, k) if copy else (hits for _, hits in index.neighbours(k))
     else:
-        other = _against_nodes(index, against)
-        for start in range(0, len(other.paths), 1024):
-            vq = other.vectors.take(np.arange(start, min(start + 1024, len(other.paths))))
-            found = index.search_vectors(vq if metric == "hamming" else vq.astype(np.float32), k)
-            for off, hits in enumerate(found):
-                j = start + off
-                for h in hits:
-                    if h.score >= min_score and h.path != other.paths[j] and h.id in pos:
-                        a.append(n_a + j)
-                        b.append(pos[h.id])
-                        s.append(h.score)
-        allnodes = _concat(nodes, other)
-    rank = keeper_rank(allnodes.width * allnodes.height, allnodes.size, allnodes.mtime, allnodes.paths)
-    return Candidates(allnodes, np.array(a, np.int64), np.array(b, np.int64), np.array(s, np.float64), rank,
-                      _similarity_fn(allnodes.vectors, metric, bits), against is not None)
+        queries = range(n_a, n_a + len(other.paths))
+        found = _search_nodes(index, other, k, copy)
+    for j, hits in zip(queries, found):
+        for h in hits:
+            # h.id not in pos: a file only the search backend knows (another shard's, in Milvus)
+            if h.id in pos and h.path != allnodes.paths[j]:
+                a.append(j)
+                b.append(pos[h.id])
+                s.append(h.score)
+    pa, pb, ps = np.array(a, np.int64), np.array(b, np.int64), np.array(s, np.float64)
+    if copy:
+        ps = _pair_copy_scores(ext, allnodes.vectors, offsets, pa, pb)
+    keep_pairs = ps >= min_score
+    pa, pb, ps = pa[keep_pairs], pb[keep_pairs], ps[keep_pairs]
+    rank = keeper_rank(allnodes.width * allnodes.height, allnodes.size, allnodes.mtime, allnodes.paths, keep)
+    check = PairCheck(allnodes, level)
+    return Candidates(allnodes, pa, pb, ps, rank, check.masked(base), other is not None, level, check)
+
+
+def _copy_offsets(ext, vectors: "_Vectors", batch: int = 4096) -> np.ndarray:
+    """Every node's copy-score offset (its similarity to the background set)."""
+    n = len(vectors)
+    out = np.zeros(n, np.float64)
+    for start in range(0, n, batch):
+        rows = np.arange(start, min(n, start + batch))
+        out[rows] = ext.copy_offsets(ext.copy_vectors(vectors.take(rows)))
+    return out
+
+
+def _pair_copy_scores(ext, vectors: "_Vectors", offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      batch: int = 1 << 16) -> np.ndarray:
+    """Copy scores of pairs ``(a[i], b[i])``, in batches."""
+    out = np.empty(len(a), np.float64)
+    for start in range(0, len(a), batch):
+        x, y = a[start : start + batch], b[start : start + batch]
+        sims = np.einsum("ij,ij->i", ext.copy_vectors(vectors.take(x)), ext.copy_vectors(vectors.take(y)))
+        out[start : start + batch] = sims - np.maximum(offsets[x], offsets[y])
+    return out
+
+
+def _copy_similarity_fn(ext, vectors: "_Vectors", offsets: np.ndarray):
+    def sim(i, js):
+        js = np.atleast_1d(np.asarray(js, np.int64))
+        q = ext.copy_vectors(vectors.take(i))[0]
+        return ext.copy_vectors(vectors.take(js)) @ q - np.maximum(offsets[js], offsets[i])
+    return sim
+
+
+def _copy_neighbours(index, nodes: _Nodes, k: int, batch: int = 1024):
+    """Each index node's ``k + 1`` nearest by the copy descriptor alone, in node order."""
+    search = index.vector_search()
+    for start in range(0, len(nodes.paths), batch):
+        rows = np.arange(start, min(len(nodes.paths), start + batch))
+        yield from search.hits(index.extractor.copy_query(nodes.vectors.take(rows)), k + 1)
+
+
+def _search_nodes(index, other: _Nodes, k: int, copy: bool, batch: int = 1024):
+    """Each ``against`` node's ``k`` nearest in ``index`` (by the copy descriptor alone with ``copy``)."""
+    metric = index.store.manifest.metric
+    for start in range(0, len(other.paths), batch):
+        vq = other.vectors.take(np.arange(start, min(start + batch, len(other.paths))))
+        if copy:
+            yield from index.vector_search().hits(index.extractor.copy_query(vq), k)
+        else:
+            yield from index.search_vectors(vq if metric == "hamming" else vq.astype(np.float32), k)
 
 
 def _member(nodes: _Nodes, i: int, score: float) -> Member:
@@ -400,7 +590,7 @@ def _concat(x: _Nodes, y: _Nodes) -> _Nodes:
     vec = _Vectors(x.vectors.parts + y.vectors.parts)
     return _Nodes(x.paths + y.paths, x.ids + y.ids, np.concatenate([x.width, y.width]),
                   np.concatenate([x.height, y.height]), np.concatenate([x.size, y.size]),
-                  np.concatenate([x.mtime, y.mtime]), vec, x.side + y.side)
+                  np.concatenate([x.mtime, y.mtime]), vec, x.side + y.side, x.hashes + y.hashes)
 
 
 def _against_nodes(index, against) -> _Nodes:

@@ -45,6 +45,20 @@ class QueryResult:
     detail: str | None = None
 
 
+def default_index_dir(folder: str | os.PathLike) -> str:
+    """Where `lookalike duplicates FOLDER` keeps the index of ``folder`` when no
+    ``--index`` is given: ``$LOOKALIKE_CACHE`` (default ``$XDG_CACHE_HOME/lookalike``
+    or ``~/.cache/lookalike``) ``/indexes/<folder name>-<hash of its absolute path>``."""
+    import hashlib
+
+    path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    cache = os.environ.get("LOOKALIKE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lookalike")
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=6).hexdigest()
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path) or "root")[:40]
+    return os.path.join(cache, "indexes", f"{name}-{digest}")
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     path: str
@@ -491,8 +505,11 @@ class Index:
         return self.extractor.copy_threshold() if self.extractor.has_copy_score() else None
 
     def duplicates(self, threshold: float | None = None, k: int = 10, against=None, **kw) -> list[DuplicateGroup]:
-        """Near-duplicate groups (``list[DuplicateGroup]``); see :mod:`lookalike.duplicates`.
+        """Duplicate groups (``list[DuplicateGroup]``); see :mod:`lookalike.duplicates`.
 
+        ``level``: ``"exact"``, ``"near"`` (the default, safe for actions) or
+        ``"edited"`` (:mod:`lookalike.levels`). ``keep``: the keeper rule
+        (``"largest"``, ``"oldest"``, ``"newest"``, ``"shortest-path"``, ``"in:FOLDER"``).
         ``against``: another :class:`Index`, index directory or image folder:
         only matches between the two sets are reported.
         """

@@ -18,8 +18,27 @@ from .thumbnails import data_uri, square
 from .errors import UsageError
 
 
+def duplicate_mapping(groups: Sequence[DuplicateGroup]) -> dict[str, list[dict]]:
+    """Every grouped file -> the other members of its group, each with its score (its
+    similarity to the keeper; 1.0 for the keeper) and whether it is the keeper."""
+    out: dict[str, list[dict]] = {}
+    for g in groups:
+        for m in g.members:
+            out[m.path] = [{"path": o.path, "score": o.score, "keeper": o is g.keeper}
+                           for o in g.members if o is not m]
+    return out
+
+
+def totals(groups: Sequence[DuplicateGroup]) -> dict[str, int]:
+    """Groups, duplicates (members that are not keepers) and their bytes: what acting on them frees."""
+    others = [m for g in groups for m in g.others]
+    return {"groups": len(groups), "duplicates": len(others), "duplicate_bytes": sum(m.size or 0 for m in others)}
+
+
 def report_json(groups: Sequence[DuplicateGroup], meta: dict | None = None) -> str:
-    return json.dumps({**(meta or {}), "groups": [g.to_dict() for g in groups]}, indent=2)
+    """The groups, their totals, and :func:`duplicate_mapping`, as one JSON object."""
+    return json.dumps({**(meta or {}), **totals(groups), "groups": [g.to_dict() for g in groups],
+                       "mapping": duplicate_mapping(groups)}, indent=2)
 
 
 def write_report(groups: Sequence[DuplicateGroup], out: str, meta: dict | None = None) -> str:
@@ -30,10 +49,10 @@ def write_report(groups: Sequence[DuplicateGroup], out: str, meta: dict | None =
     elif ext == ".csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["group", "role", "path", "id", "score", "width", "height", "size", "side"])
+        w.writerow(["group", "level", "role", "path", "id", "score", "width", "height", "size", "side"])
         for n, g in enumerate(groups, 1):
             for m in g.members:
-                w.writerow([n, "keep" if m is g.keeper else "duplicate", m.path, m.id, m.score,
+                w.writerow([n, g.level, "keep" if m is g.keeper else "duplicate", m.path, m.id, m.score,
                             m.width, m.height, m.size, m.side])
         text = buf.getvalue()
     elif ext in (".html", ".htm"):
@@ -60,7 +79,7 @@ def report_html(groups: Sequence[DuplicateGroup], meta: dict | None = None, thum
         "<p>" + esc(", ".join(f"{k}: {v}" for k, v in meta.items())) + "</p>",
     ]
     for n, g in enumerate(groups, 1):
-        parts.append(f"<section><h2>Group {n} ({len(g.members)} files)</h2>")
+        parts.append(f"<section><h2>Group {n} ({len(g.members)} files, level {esc(g.level)})</h2>")
         for m in g.members:
             uri = data_uri(m.path, thumb)
             img = f"<img src='{uri}' alt=''>" if uri else "<div>(no preview)</div>"

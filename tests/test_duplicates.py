@@ -79,7 +79,7 @@ def cnn_dups(tmp_path):
 def test_cnn_finds_exactly_the_planted_groups(cnn_dups):
     idx, folder, expected = cnn_dups
     with Index.open(idx) as ix:
-        groups = ix.duplicates()
+        groups = ix.duplicates(level="edited")
     assert sorted(map(sorted, ({m.path for m in g.members} for g in groups))) == sorted(map(sorted, expected))
     for g in groups:
         assert isinstance(g, DuplicateGroup) and all(isinstance(m, Member) for m in g.members)
@@ -96,7 +96,7 @@ def test_phash_finds_exact_and_near_copies(tmp_path):
     expected = planted(folder, rotations=False)
     with Index.create(tmp_path / "idx", extractor="phash") as ix:
         ix.add(folder, jobs=1)
-        groups = ix.duplicates()
+        groups = ix.duplicates(level="edited")
     assert sorted(map(sorted, ({m.path for m in g.members} for g in groups))) == sorted(map(sorted, expected))
 
 
@@ -115,7 +115,7 @@ def test_the_keeper_is_the_one_keeper_rank_ranks_first(tmp_path):
     os.utime(folder / "rocket_copy.jpg", ns=(same, same))
     with Index.create(tmp_path / "idx", extractor="phash") as ix:
         ix.add(folder, jobs=1)
-        groups = ix.duplicates()
+        groups = ix.duplicates(level="edited")
     assert len(groups) == 3
     for g in groups:
         ms = g.members
@@ -129,7 +129,7 @@ def test_threshold_override(cnn_dups):
     idx, _, _ = cnn_dups
     with Index.open(idx) as ix:
         assert ix.duplicates(threshold=1.01) == []
-        assert len(ix.duplicates(threshold=-1.0)) == 1  # everything joins one group
+        assert len(ix.duplicates(threshold=-1.0, level="edited")) == 1  # everything joins one group
 
 
 def test_anchor_check_breaks_chains():
@@ -153,7 +153,7 @@ def test_dry_run_changes_nothing(cnn_dups):
     idx, folder, _ = cnn_dups
     before = tree_state(folder.parent)
     for action in (["--move-to", folder.parent / "moved"], ["--symlink"], ["--delete"]):
-        out = run("duplicates", "--index", idx, *action)
+        out = run("duplicates", "--index", idx, "--level", "edited", *action)
         assert "would" in out.stdout and "dry run" in out.stderr
     assert "cannot be undone" in out.stderr
     assert tree_state(folder.parent) == before
@@ -164,7 +164,7 @@ def test_move_then_undo_restores_every_file(cnn_dups, tmp_path):
     idx, folder, expected = cnn_dups
     before = tree_state(folder)
     log = tmp_path / "undo.jsonl"
-    out = run("duplicates", "--index", idx, "--move-to", tmp_path / "moved", "--yes", "--undo-log", log)
+    out = run("duplicates", "--index", idx, "--level", "edited", "--move-to", tmp_path / "moved", "--yes", "--undo-log", log)
     assert "undo log" in out.stderr
     moved = read_log(str(log))[1]
     assert len(moved) == sum(len(g) - 1 for g in expected)
@@ -179,7 +179,7 @@ def test_symlink_then_undo(cnn_dups, tmp_path):
     idx, folder, _ = cnn_dups
     before = tree_state(folder)
     log = tmp_path / "undo.jsonl"
-    run("duplicates", "--index", idx, "--symlink", "--yes", "--undo-log", log)
+    run("duplicates", "--index", idx, "--level", "edited", "--symlink", "--yes", "--undo-log", log)
     entries = read_log(str(log))[1]
     assert entries and all(os.path.islink(e["path"]) and os.readlink(e["path"]) == e["keeper"] for e in entries)
     run("undo", log)
@@ -239,16 +239,16 @@ def test_cross_set_reports_only_cross_pairs(tmp_path):
 
 def test_reports_and_sheet(cnn_dups, tmp_path):
     idx, folder, expected = cnn_dups
-    run("duplicates", "--index", idx, "--report", tmp_path / "r.html", "--sheet", tmp_path / "s.png")
+    run("duplicates", "--index", idx, "--level", "edited", "--report", tmp_path / "r.html", "--sheet", tmp_path / "s.png")
     page = (tmp_path / "r.html").read_text()
     assert page.count("data:image/jpeg;base64,") == sum(len(g) for g in expected)
     assert "keep" in page
     assert Image.open(tmp_path / "s.png").size[1] > 3 * 160
-    run("duplicates", "--index", idx, "--report", tmp_path / "r.csv")
+    run("duplicates", "--index", idx, "--level", "edited", "--report", tmp_path / "r.csv")
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert len(rows) == sum(len(g) for g in expected) and sum(r["role"] == "keep" for r in rows) == 3
-    run("duplicates", "--index", idx, "--report", tmp_path / "r.json")
+    run("duplicates", "--index", idx, "--level", "edited", "--report", tmp_path / "r.json")
     assert len(json.loads((tmp_path / "r.json").read_text())["groups"]) == 3
     with Index.open(idx) as ix:
-        acts = plan_actions(ix, ix.duplicates(), "move", str(tmp_path / "m"))
+        acts = plan_actions(ix, ix.duplicates(level="edited"), "move", str(tmp_path / "m"))
     assert all(a.skip is None for a in acts)

@@ -88,6 +88,11 @@ class Extractor(ABC):
         """``(q,)``: what each query's copy score subtracts from its similarities."""
         raise NotImplementedError
 
+    def copy_query(self, vectors: np.ndarray) -> np.ndarray:
+        """Stored or query ``vectors`` changed so that a search with them ranks by the
+        copy descriptor alone (the other parts of a fused vector zeroed)."""
+        return np.asarray(vectors, np.float32)
+
     def copy_threshold(self) -> float:
         """The copy score from which a hit counts as a copy."""
         raise NotImplementedError

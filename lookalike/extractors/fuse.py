@@ -139,6 +139,14 @@ class FuseExtractor(Extractor):
         part, start = found
         return l2_normalise(np.asarray(vectors, np.float32)[:, start : start + part.dim])
 
+    def copy_query(self, vectors: np.ndarray) -> np.ndarray:
+        found = self._copy_part()
+        assert found is not None, "copy_query of a fuse without a copy descriptor"
+        part, start = found
+        out = np.zeros((len(vectors), self.dim), np.float32)
+        out[:, start : start + part.dim] = np.asarray(vectors, np.float32)[:, start : start + part.dim]
+        return out
+
     def copy_offsets(self, copy_vectors: np.ndarray) -> np.ndarray:
         found = self._copy_part()
         assert found is not None, "copy_offsets of a fuse without a copy descriptor"

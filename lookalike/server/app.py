@@ -57,7 +57,7 @@ from ..errors import NotTrained
 from ..backends import is_server_uri, open_index
 from ..index import VERIFY_CANDIDATES, Index, NoKeypoints, QueryError
 from ..store import IndexStoreError
-from ..errors import UsageError
+from ..errors import LookalikeError, UsageError
 
 log = logging.getLogger("lookalike.server")
 
@@ -221,15 +221,52 @@ class DupMember(BaseModel):
 
 
 class DupGroup(BaseModel):
-    keeper: str = Field(description="path of the suggested keeper (largest resolution, then file, then oldest)")
+    keeper: str = Field(description="path of the suggested keeper (by the keeper rule `keep`)")
+    level: str = Field(description="the level that made the group: exact, near or edited")
     members: list[DupMember] = Field(description="keeper first, then the others by score")
 
 
 class DuplicatesResponse(BaseModel):
-    threshold: float
+    level: str
+    keep: str
+    threshold: float | None = Field(description="minimum pair score (null at level exact)")
     k: int
     groups: list[DupGroup]
+    duplicates: int = Field(description="members that are not keepers")
+    duplicate_bytes: int = Field(description="their bytes: what moving them frees")
     took_ms: float
+
+
+class TrashRequest(BaseModel):
+    ids: list[int] = Field(description="catalog ids of the files to move to the index's trash folder", min_length=1,
+                           max_length=10000)
+    level: Literal["exact", "near", "edited"] = Field("near", description="the level the files were picked at")
+    threshold: float | None = Field(None, ge=-1, le=1, description="as for GET /api/duplicates")
+    k: int = Field(10, ge=1, le=100)
+    keep: str = Field("largest", description="the keeper rule")
+
+
+class ActionEntry(BaseModel):
+    path: str
+    dest: str | None = None
+    error: str | None = Field(None, description="why it was not done (the file is untouched)")
+
+
+class TrashResponse(BaseModel):
+    moved: list[ActionEntry]
+    not_done: list[ActionEntry]
+    undo_log: str | None = Field(description="name of the undo log (POST /api/undo), null when nothing was done")
+    took_ms: float
+
+
+class UndoRequest(BaseModel):
+    log: str = Field(description="an undo log name from POST /api/duplicates/trash", max_length=200)
+
+
+class UndoResponse(BaseModel):
+    restored: list[str]
+    problems: list[str]
+    indexed_again: int
 
 
 FileId = Annotated[int, Path(ge=1, le=MAX_ID, description="catalog id of an indexed file (from a search hit)")]
@@ -844,20 +881,107 @@ def create_app(
 
     @app.get("/api/duplicates", response_model=DuplicatesResponse, tags=["duplicates"], responses=_ERRORS)
     async def duplicates(
-        threshold: Annotated[float | None, Query(ge=-1, le=1, description="minimum score (default: per extractor)")] = None,
+        threshold: Annotated[float | None, Query(ge=-1, le=1, description="minimum score (default: the level's)")] = None,
         k: Annotated[int, Query(ge=1, le=100, description="neighbours considered per image")] = 10,
+        level: Annotated[Literal["exact", "near", "edited"], Query(
+            description="exact: the same bytes; near (default): re-encoded or resized, never cropped, mirrored or "
+            "rotated; edited: also crops, mirrors, rotations, overlays")] = "near",
+        keep: Annotated[str, Query(description="keeper rule: largest, oldest, newest, shortest-path or in:FOLDER")]
+        = "largest",
     ):
-        """Groups of near-duplicate images, each with a suggested keeper (see `lookalike duplicates`)."""
-        from ..duplicates import default_threshold
+        """Groups of duplicate images, each with a suggested keeper (see `lookalike duplicates`)."""
+        from ..duplicates import check_keep_rule, level_threshold, totals
+
+        try:
+            check_keep_rule(keep)
+        except UsageError as e:
+            raise ApiError(422, "bad_request", str(e)) from None
 
         def find(ix: Index):
-            thr = threshold if threshold is not None else default_threshold(
-                ix.store.manifest.extractor, ix.store.manifest.metric)
-            return thr, [g.to_dict() for g in ix.duplicates(threshold=thr, k=k)]
+            thr = None if level == "exact" else threshold if threshold is not None else level_threshold(ix, level)
+            groups = ix.duplicates(threshold=thr, k=k, level=level, keep=keep)
+            return thr, groups
 
         t0 = time.perf_counter()
         thr, groups = await views.call(find)
-        return {"threshold": thr, "k": k, "groups": groups, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
+        return {"level": level, "keep": keep, "threshold": thr, "k": k, "groups": [g.to_dict() for g in groups],
+                **{n: v for n, v in totals(groups).items() if n != "groups"},
+                "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+    def same_origin(request: Request) -> None:
+        """Actions only from this server's own page: a browser sends Origin with a POST, and
+        a page of another site must not move files (with no token, anyone could)."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != "null":
+            from urllib.parse import urlsplit
+
+            if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+                raise ApiError(403, "forbidden", "actions are accepted only from this server's own page")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the request as application/json")
+
+    def acting_index():
+        return open_index(index_path, max_pixels=max_pixels, **backend)
+
+    @app.post("/api/duplicates/trash", response_model=TrashResponse, tags=["duplicates"],
+              responses={**_ERRORS, 409: {"model": ErrorBody, "description": "a file is no longer a duplicate"}})
+    async def trash(request: Request, body: TrashRequest):
+        """Move the picked members of duplicate groups to the index's trash folder (INDEX/trash), under the
+        same rules as `lookalike duplicates --move-to`: only files under the index's roots, each re-checked
+        right before it moves, never every member of a group, journalled in an undo log."""
+        from ..actions import ActionsInterrupted
+        from ..duplicates import NotADuplicate, check_keep_rule, move_selected
+
+        same_origin(request)
+
+        def act():
+            with acting_index() as ix:
+                check_keep_rule(body.keep)
+                trash_dir = os.path.join(ix.path, "trash")
+                return move_selected(ix, body.ids, trash_dir, level=body.level, threshold=body.threshold,
+                                     k=body.k, keep=body.keep)
+
+        t0 = time.perf_counter()
+        try:
+            log, entries, skipped = await asyncio.get_running_loop().run_in_executor(None, act)
+        except NotADuplicate as e:
+            raise ApiError(409, "not_a_duplicate", str(e)) from None
+        except UsageError as e:
+            raise ApiError(422, "bad_request", str(e)) from None
+        except ActionsInterrupted as e:
+            raise ApiError(503, "interrupted", str(e)) from None
+        except LookalikeError as e:  # e.g. another process indexes or acts on the index right now
+            raise ApiError(409, "conflict", str(e)) from None
+        moved = [{"path": e["path"], "dest": e.get("dest")} for e in entries if e.get("state") == "done"]
+        not_done = [{"path": e["path"], "error": e.get("error")} for e in entries if e.get("state") != "done"]
+        not_done += [{"path": a.path, "error": a.skip} for a in skipped]
+        return {"moved": moved, "not_done": not_done, "undo_log": os.path.basename(log) if log else None,
+                "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+    @app.post("/api/undo", response_model=UndoResponse, tags=["duplicates"], responses=_ERRORS)
+    async def undo(request: Request, body: UndoRequest):
+        """Put back what one POST /api/duplicates/trash moved (by its undo log's name), and index it again."""
+        from ..actions import undo as undo_log
+        from ..duplicates import index_again
+
+        same_origin(request)
+        if not re.fullmatch(r"undo-[A-Za-z0-9._-]+\.jsonl", body.log):
+            raise ApiError(422, "bad_request", "not an undo log name")
+
+        def act():
+            with acting_index() as ix:
+                path = os.path.join(ix.path, "undo", body.log)
+                if not os.path.isfile(path):
+                    raise ApiError(404, "not_found", f"no undo log {body.log} in this index")
+                outcomes = undo_log(path)
+                back = sorted({o.path for o in outcomes if o.ok and o.path})
+                return outcomes, back, index_again(ix, back)
+
+        try:
+            outcomes, back, again = await asyncio.get_running_loop().run_in_executor(None, act)
+        except LookalikeError as e:  # a damaged or forged log, a busy index
+            raise ApiError(409, "conflict", str(e)) from None
+        return {"restored": back, "problems": [o.message for o in outcomes if not o.ok], "indexed_again": len(again)}
 
     # -- the page -------------------------------------------------------------------------
     @app.get("/duplicates", include_in_schema=False)
