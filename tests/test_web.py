@@ -351,3 +351,39 @@ def test_duplicates_page_with_a_token(page, dup_token_server, dup_gallery):
     groups = dup_groups(page)  # the thumbnails too: fetched with the header
     assert all(g["members"][0]["role"] == "keeper" for g in groups)
     assert page.is_hidden("#token-form")
+
+
+def test_review_moves_picked_copies_to_the_trash_and_undoes(page, tmp_path):
+    """Tick a copy, move it to the trash from the page, see the index follow, undo: the file is back."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    for name in PLANTED:
+        with Image.open(DEMO / f"{name}.jpg") as im:
+            im.convert("RGB").save(photos / f"{name}-q40.jpg", quality=40)
+    with Index.create(tmp_path / "idx", "cnn") as ix:
+        ix.add(photos, jobs=1)
+    with LiveServer(tmp_path / "idx", "--token", TOKEN) as s:
+        page.goto(s.url + f"/#duplicates&token={TOKEN}")
+        page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 2")
+        assert page.is_disabled("#dup-trash") and "0 selected" in page.inner_text("#dup-picked")
+        copy = photos / f"{PLANTED[0]}-q40.jpg"
+        box = f".dup-cell:has(.dup-member[data-path='{copy}']) .pick-box"
+        page.check(box)
+        assert "1 selected" in page.inner_text("#dup-picked") and page.is_enabled("#dup-trash")
+        page.click("#dup-trash")
+        page.wait_for_function("() => document.getElementById('dup-done').textContent.includes('Moved 1 file')")
+        page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 1")
+        assert not copy.exists() and list((tmp_path / "idx" / "trash").rglob(copy.name))
+        assert page.is_visible("#dup-undo")
+        page.click("#dup-undo")
+        page.wait_for_function("() => document.getElementById('dup-done').textContent.includes('Put back 1 file')")
+        page.wait_for_function("() => document.querySelectorAll('.dup-group').length === 2")
+        assert copy.exists() and page.is_hidden("#dup-undo")
+        # the level is a choice on the page, and goes into the URL
+        page.select_option("#dup-level", "exact")
+        page.wait_for_function("() => document.getElementById('dup-status').textContent.includes('level exact')")
+        assert page.url.endswith("#duplicates&level=exact")
+        assert page.eval_on_selector_all(".dup-group", "gs => gs.length") == 0
+    assert page.errors == []

@@ -13,6 +13,8 @@
     searchView: $("search-view"), dupView: $("dup-view"), tabs: [...document.querySelectorAll(".tab")],
     dupForm: $("dup-form"), dupThreshold: $("dup-threshold"), dupFind: $("dup-find"),
     dupStatus: $("dup-status"), dupGroups: $("dup-groups"), dupMore: $("dup-more"),
+    dupLevel: $("dup-level"), dupTrash: $("dup-trash"), dupPicked: $("dup-picked"), dupDone: $("dup-done"),
+    dupUndo: $("dup-undo"),
   };
   // Where the server's own message is not what a person on this page needs to read.
   const MESSAGES = {
@@ -282,7 +284,9 @@
 
   function dupHash() {
     const t = els.dupThreshold.value.trim();
-    return "#duplicates" + (t ? "&threshold=" + encodeURIComponent(t) : "");
+    const level = els.dupLevel.value;
+    return "#duplicates" + (level !== "near" ? "&level=" + encodeURIComponent(level) : "") +
+      (t ? "&threshold=" + encodeURIComponent(t) : "");
   }
 
   // Show the view the URL names, and load what it needs (the back button lands here too).
@@ -290,6 +294,8 @@
     if (viewFromHash() === "duplicates") {
       const t = hashParams().get("threshold");
       els.dupThreshold.value = t !== null && t.trim() !== "" && isFinite(Number(t)) ? t.trim() : "";
+      const level = hashParams().get("level");
+      els.dupLevel.value = ["exact", "near", "edited"].includes(level) ? level : "near";
       showView("duplicates");
       loadDuplicates(false);
     } else {
@@ -302,7 +308,7 @@
   // -- the duplicates view --
   const DUP_PAGE = 100; // groups drawn at once; "Show more groups" draws the next ones
   let dupGeneration = 0;
-  let dupLoaded = null; // the threshold (as typed) of the groups on screen
+  let dupLoaded = null; // the level and threshold (as typed) of the groups on screen
   let dupData = null;
   let dupShown = 0;
 
@@ -334,15 +340,17 @@
 
   async function loadDuplicates(force) {
     const typed = els.dupThreshold.value.trim();
-    if (!force && dupLoaded === typed) return; // already on screen
+    const asked = els.dupLevel.value + " " + typed;
+    if (!force && dupLoaded === asked) return; // already on screen
     const mine = ++dupGeneration;
     setStatus("Looking for duplicates\u2026", false, els.dupStatus);
     els.dupFind.disabled = true;
     try {
-      const q = typed === "" ? "" : "?threshold=" + encodeURIComponent(typed);
+      const q = "?level=" + encodeURIComponent(els.dupLevel.value) +
+        (typed === "" ? "" : "&threshold=" + encodeURIComponent(typed));
       const data = await (await api("api/duplicates" + q)).json();
       if (mine !== dupGeneration) return;
-      dupLoaded = typed;
+      dupLoaded = asked;
       renderDuplicates(data, typed === "");
     } catch (e) {
       if (mine !== dupGeneration) return;
@@ -365,11 +373,14 @@
     dupShown = 0;
     const n = data.groups.length;
     const files = data.groups.reduce((sum, g) => sum + g.members.length, 0);
-    const thr = "threshold " + data.threshold.toFixed(3) + (isDefault ? " (server default)" : "");
-    setStatus(n ? n + " group" + (n === 1 ? "" : "s") + " of near-duplicates, " + files + " files \u00b7 " + thr +
+    const thr = "level " + data.level + (data.threshold === null ? "" : ", threshold " + data.threshold.toFixed(3)) +
+      (isDefault ? " (server default)" : "");
+    setStatus(n ? n + " group" + (n === 1 ? "" : "s") + " of duplicates, " + files + " files, " +
+                  fmtSize(data.duplicate_bytes) + " in files that are not keepers \u00b7 " + thr +
                   " \u00b7 " + Math.round(data.took_ms) + " ms"
                 : "No duplicates at " + thr + ".", false, els.dupStatus);
     renderMoreGroups();
+    updatePicked();
   }
 
   function renderMoreGroups() {
@@ -393,9 +404,80 @@
     head.append(count);
     const row = document.createElement("div");
     row.className = "dup-row";
-    for (const m of group.members) row.append(memberElement(m, m.path === group.keeper));
+    for (const m of group.members) row.append(memberCell(m, m.path === group.keeper));
     section.append(head, row);
     return section;
+  }
+
+  // A member's card and, for a file of this index, a box to pick it for the trash.
+  function memberCell(m, isKeeper) {
+    const cell = document.createElement("div");
+    cell.className = "dup-cell";
+    cell.append(memberElement(m, isKeeper));
+    if (m.id != null) {
+      const label = document.createElement("label");
+      label.className = "pick";
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.className = "pick-box";
+      box.dataset.id = m.id;
+      box.addEventListener("change", updatePicked);
+      label.append(box, document.createTextNode(isKeeper ? "trash (another one is kept)" : "trash"));
+      cell.append(label);
+    }
+    return cell;
+  }
+
+  const pickedIds = () => [...els.dupGroups.querySelectorAll(".pick-box:checked")].map((b) => Number(b.dataset.id));
+
+  function updatePicked() {
+    const n = pickedIds().length;
+    els.dupPicked.textContent = n + " selected";
+    els.dupTrash.disabled = n === 0;
+  }
+
+  let lastUndo = null; // the undo log of the last move from this page
+
+  async function trashPicked() {
+    const ids = pickedIds();
+    if (!ids.length) return;
+    els.dupTrash.disabled = true;
+    const typed = els.dupThreshold.value.trim();
+    const body = { ids, level: els.dupLevel.value, threshold: typed === "" ? null : Number(typed) };
+    try {
+      const res = await api("api/duplicates/trash", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      const data = await res.json();
+      lastUndo = data.undo_log;
+      const notDone = data.not_done.map((e) => tail(e.path) + ": " + e.error).join("; ");
+      setStatus("Moved " + data.moved.length + " file" + (data.moved.length === 1 ? "" : "s") +
+        " to the trash folder." + (notDone ? " Not moved: " + notDone : ""), Boolean(notDone), els.dupDone);
+      els.dupUndo.hidden = !lastUndo;
+    } catch (e) {
+      showError(e, trashPicked, els.dupDone);
+    }
+    loadDuplicates(true);
+  }
+
+  async function undoLast() {
+    if (!lastUndo) return;
+    els.dupUndo.disabled = true;
+    try {
+      const res = await api("api/undo", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ log: lastUndo }),
+      });
+      const data = await res.json();
+      const problems = data.problems.join("; ");
+      setStatus("Put back " + data.restored.length + " file" + (data.restored.length === 1 ? "" : "s") + "." +
+        (problems ? " Problems: " + problems : ""), Boolean(problems), els.dupDone);
+      if (!problems) { lastUndo = null; els.dupUndo.hidden = true; }
+    } catch (e) {
+      showError(e, undoLast, els.dupDone);
+    } finally {
+      els.dupUndo.disabled = false;
+    }
+    loadDuplicates(true);
   }
 
   function memberElement(m, isKeeper) {
@@ -524,6 +606,12 @@
     loadDuplicates(true);
   });
   els.dupMore.addEventListener("click", renderMoreGroups);
+  els.dupTrash.addEventListener("click", trashPicked);
+  els.dupUndo.addEventListener("click", undoLast);
+  els.dupLevel.addEventListener("change", () => {
+    history.replaceState(null, "", dupHash());
+    loadDuplicates(true);
+  });
   els.tokenForm.addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, els.tokenInput.value.trim());
