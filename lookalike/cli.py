@@ -424,7 +424,7 @@ def duplicates(folder, index_dir, against, level, keep, threshold, k, as_json, r
                     role = "keep" if m is g.keeper else f"{m.score:.4f}"
                     res = f"{m.width}x{m.height}" if m.width else "?"
                     click.echo(f"  {role:>6s}  {res:>11s}  {m.size or 0:>10d}  {m.path}")
-            at = "" if thr is None else f", threshold {thr:g}"
+            at = "" if thr is None or thr <= -1 else f", threshold {thr:g}"  # -1: no bar, the pixel checks decide
             click.echo(f"{len(groups)} groups, {n_dup} duplicates, {_size(freed)} in files that are not keepers "
                        f"(level {level}{at}, keeper rule {keep})", err=True)
         if report:

@@ -373,11 +373,14 @@ def find_duplicates(index, threshold: float | None = None, k: int = DEFAULT_K, a
 
 
 def level_threshold(index, level: str = "edited") -> float:
-    """The default minimum pair score at ``level``: for an extractor with a copy score,
-    the calibrated copy threshold at ``edited`` and :data:`levels.NEAR_COPY_BAR` at
-    ``near`` (where the pixel checks decide); else :func:`default_threshold`."""
+    """The default minimum pair score at ``level``. At ``edited``: the calibrated copy
+    threshold for an extractor with a copy score, else :func:`default_threshold`. At
+    ``near``, where the pixel checks decide: :data:`levels.NEAR_COPY_BAR` for a copy
+    score, else no bar (-1: any of the ``k`` nearest is a candidate)."""
+    if level == "near":
+        return levels.NEAR_COPY_BAR if index.extractor.has_copy_score() else -1.0
     if index.extractor.has_copy_score():
-        return levels.NEAR_COPY_BAR if level == "near" else float(index.extractor.copy_threshold())
+        return float(index.extractor.copy_threshold())
     return default_threshold(index.store.manifest.extractor, index.store.manifest.metric)
 
 
@@ -422,7 +425,9 @@ class Candidates:
         s = self.s
         if self.check is not None and len(s):  # the level's pixel checks, on pairs above the threshold only
             s = s.copy()
-            for i in np.flatnonzero(s >= threshold):
+            above = np.flatnonzero(s >= threshold)
+            self.check.prefetch(np.unique(np.concatenate([self.a[above], self.b[above]])))
+            for i in above:
                 if not self.check.ok(int(self.a[i]), int(self.b[i])):
                     s[i] = NOT_A_PAIR
         raw = group_pairs(len(nodes.paths), self.a, self.b, s, threshold, self.rank,
@@ -452,17 +457,30 @@ class PairCheck:
         self.nodes, self.level = nodes, level
         self._thumbs: dict[int, levels.Thumb | None] = {}
 
+    def prefetch(self, nodes: np.ndarray) -> None:
+        """Read the thumbnails of ``nodes`` now, on a thread per core (decoding releases the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [int(i) for i in nodes if int(i) not in self._thumbs]
+        if len(todo) > 1:
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                for i, t in zip(todo, pool.map(self._read, todo)):
+                    self._thumbs[i] = t
+
     def thumb(self, i: int) -> "levels.Thumb | None":
         if i not in self._thumbs:
-            from .decode import DecodeError, decode_file
-
-            try:
-                d = decode_file(os.path.expanduser(self.nodes.paths[i]), min_side=levels.THUMB)
-                t = levels.thumb(d.pixels, min(d.width, d.height))
-                self._thumbs[i] = None if levels.low_information(t) else t
-            except (DecodeError, OSError):
-                self._thumbs[i] = None
+            self._thumbs[i] = self._read(i)
         return self._thumbs[i]
+
+    def _read(self, i: int) -> "levels.Thumb | None":
+        from .decode import DecodeError, decode_file
+
+        try:
+            d = decode_file(os.path.expanduser(self.nodes.paths[i]), min_side=levels.THUMB)
+        except (DecodeError, OSError):
+            return None
+        t = levels.thumb(d.pixels, min(d.width, d.height))
+        return None if levels.low_information(t) else t
 
     def ok(self, i: int, j: int) -> bool:
         if i == j:

@@ -71,12 +71,17 @@ _YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.41
 
 @dataclass(frozen=True)
 class Thumb:
-    """What the pixel checks need of one image: its aspect ratio and a small square
-    thumbnail as brightness and two colour-difference channels (YCbCr)."""
+    """What the pixel checks need of one image: its aspect ratio, its shorter side, and a
+    small square RGB thumbnail (compared as brightness and two colour differences, YCbCr)."""
 
     aspect: float  # width / height
-    ycc: np.ndarray  # (THUMB, THUMB, 3) float32, 0-255 (Cb, Cr centred on 0)
+    rgb: np.ndarray  # (THUMB, THUMB, 3) uint8: 12 kB
     side: int  # the image's shorter side (pixels)
+
+    @property
+    def ycc(self) -> np.ndarray:
+        """``(THUMB, THUMB, 3)`` float32 brightness and colour differences, 0-255 (Cb, Cr centred on 0)."""
+        return self.rgb.astype(np.float32) @ _YCC.T
 
 
 def thumb(pixels: np.ndarray, side: int | None = None) -> Thumb:
@@ -86,7 +91,7 @@ def thumb(pixels: np.ndarray, side: int | None = None) -> Thumb:
 
     h, w = pixels.shape[:2]
     small = cv2.resize(np.ascontiguousarray(pixels), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    return Thumb(w / max(1, h), small.astype(np.float32) @ _YCC.T, int(side or min(h, w)))
+    return Thumb(w / max(1, h), small, int(side or min(h, w)))
 
 
 def _halved(x: np.ndarray) -> np.ndarray:

@@ -184,3 +184,32 @@ def test_a_damaged_background_file_is_one_clear_error(tmp_path, monkeypatch):
             sscd.background("distilled")
     finally:
         sscd.background.cache_clear()
+
+
+@needs_sscd
+def test_duplicates_with_the_copy_default_use_the_copy_score(tmp_path, monkeypatch):
+    """Pairs come from SSCD and are scored by the copy score; near keeps re-encodes and
+    downscales, edited adds the mirror and the crop; a flat image joins nothing."""
+    monkeypatch.delenv("LOOKALIKE_DEFAULT_EXTRACTOR", raising=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        Image.open(p).convert("RGB").save(photos / p.name, quality=92)
+    cat = Image.open(DEMO / "cat.jpg").convert("RGB")
+    cat.resize((cat.width // 3, cat.height // 3), Image.LANCZOS).save(photos / "cat_third.jpg", quality=85)
+    cat.save(photos / "cat_q12.jpg", quality=12)
+    cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "cat_mirror.jpg", quality=90)
+    cat.crop((0, 0, cat.width * 3 // 4, cat.height * 3 // 4)).save(photos / "cat_crop.jpg", quality=90)
+    Image.new("RGB", (300, 200), (40, 40, 40)).save(photos / "flat.jpg")
+    Image.new("RGB", (300, 200), (44, 44, 44)).save(photos / "flat2.jpg")
+    with Index.create(tmp_path / "idx") as ix:
+        ix.add(photos, jobs=1)
+        threshold = ix.copy_threshold()
+        near = ix.duplicates()
+        edited = ix.duplicates(level="edited")
+    names = lambda g: sorted(m.path.rsplit("/", 1)[1] for m in g.members)  # noqa: E731
+    assert [names(g) for g in near] == [["cat.jpg", "cat_q12.jpg", "cat_third.jpg"]]
+    [cats] = [g for g in edited if "cat.jpg" in names(g)]
+    assert {"cat_mirror.jpg", "cat_crop.jpg", "cat_third.jpg"} <= set(names(cats))
+    assert all(m.score >= threshold - 1e-6 for m in cats.others)  # copy scores against the keeper
+    assert not any("flat.jpg" in names(g) or "flat2.jpg" in names(g) for g in near + edited)

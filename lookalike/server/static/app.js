@@ -373,7 +373,8 @@
     dupShown = 0;
     const n = data.groups.length;
     const files = data.groups.reduce((sum, g) => sum + g.members.length, 0);
-    const thr = "level " + data.level + (data.threshold === null ? "" : ", threshold " + data.threshold.toFixed(3)) +
+    const thr = "level " + data.level +
+      (data.threshold === null || data.threshold <= -1 ? "" : ", threshold " + data.threshold.toFixed(3)) +
       (isDefault ? " (server default)" : "");
     setStatus(n ? n + " group" + (n === 1 ? "" : "s") + " of duplicates, " + files + " files, " +
                   fmtSize(data.duplicate_bytes) + " in files that are not keepers \u00b7 " + thr +
