@@ -423,13 +423,18 @@ class Candidates:
     def groups(self, threshold: float, keeper_threshold: float | None = None) -> list[DuplicateGroup]:
         nodes = self.nodes
         s = self.s
-        if self.check is not None and len(s):  # the level's pixel checks, on pairs above the threshold only
+        if self.check is not None and len(s):  # the level's checks, on candidate pairs only
             s = s.copy()
-            above = np.flatnonzero(s >= threshold)
+            bar = threshold if self.check.verify_bar is None else min(threshold, self.check.verify_bar)
+            self.check.confirmed_from = threshold
+            above = np.flatnonzero(s >= bar)
             self.check.prefetch(np.unique(np.concatenate([self.a[above], self.b[above]])))
             for i in above:
-                if not self.check.ok(int(self.a[i]), int(self.b[i])):
+                a, b = int(self.a[i]), int(self.b[i])
+                if not self.check.ok(a, b):
                     s[i] = NOT_A_PAIR
+                elif s[i] < threshold:  # under the threshold: a candidate only if its keypoints match
+                    s[i] = threshold if self.check.verified(a, b) else NOT_A_PAIR
         raw = group_pairs(len(nodes.paths), self.a, self.b, s, threshold, self.rank,
                           self.similarity, keeper_threshold)
         groups = []
@@ -453,9 +458,32 @@ class PairCheck:
     is low-information, and at ``near`` the two agree pixel by pixel
     (:mod:`lookalike.levels`). A file that cannot be read is in no pair."""
 
-    def __init__(self, nodes: _Nodes, level: str):
+    def __init__(self, nodes: _Nodes, level: str, features: Callable[[int], Any] | None = None,
+                 verify_bar: float | None = None):
         self.nodes, self.level = nodes, level
         self._thumbs: dict[int, levels.Thumb | None] = {}
+        #: with stored keypoints (``features(i)``: node i's, or None), at ``edited``: pairs
+        #: scoring from ``verify_bar`` up to the threshold count when their keypoints match
+        self.features, self.verify_bar = features, verify_bar
+        self.confirmed_from: float | None = None  # the threshold of the current grouping
+        self._verified: dict[tuple[int, int], bool] = {}
+
+    def verified(self, i: int, j: int) -> bool:
+        """Whether the stored keypoints of nodes ``i`` and ``j`` match under one homography
+        (:func:`lookalike.verify.verify`, the mirror image tried too), as ``--verify`` does."""
+        if self.features is None:
+            return False
+        key = (min(i, j), max(i, j))
+        if key not in self._verified:
+            from .verify import MIN_INLIERS, mirrored, verify
+
+            fa, fb = self.features(key[0]), self.features(key[1])
+            ok = False
+            if fa is not None and fb is not None:
+                ok = verify(fa, fb).inliers >= MIN_INLIERS or \
+                    verify(mirrored(fa), fb, mirrored=True).inliers >= MIN_INLIERS
+            self._verified[key] = ok
+        return self._verified[key]
 
     def prefetch(self, nodes: np.ndarray) -> None:
         """Read the thumbnails of ``nodes`` now, on a thread per core (decoding releases the GIL)."""
@@ -497,6 +525,9 @@ class PairCheck:
             for n, j in enumerate(np.atleast_1d(js)):
                 if not self.ok(int(i), int(j)):
                     out[n] = NOT_A_PAIR
+                elif self.confirmed_from is not None and self.features is not None and int(i) != int(j) \
+                        and out[n] < self.confirmed_from:
+                    out[n] = self.confirmed_from if self.verified(int(i), int(j)) else NOT_A_PAIR
             return out
         return sim
 
@@ -509,11 +540,18 @@ def candidates(index, min_score: float, k: int = DEFAULT_K, against=None, *, lev
     For an extractor with a calibrated copy score the neighbours are those of the
     copy descriptor alone and a pair's score is its copy score, held to the higher
     bar of the two images (their similarity minus the larger of their two offsets);
-    otherwise the index's own score. ``level`` adds :class:`PairCheck`.
+    otherwise the index's own score. ``level`` adds :class:`PairCheck`. With stored
+    keypoints, at ``edited``, pairs under ``min_score`` down to :data:`VERIFY_BAR` (a
+    copy score of 0 with a copy descriptor) are kept too: they count when their
+    keypoints match (geometric verification, as ``--verify``).
     """
     metric, bits = index.store.manifest.metric, index.extractor.dim
     ext = index.extractor
     copy = ext.has_copy_score()
+    bar = None  # with stored keypoints, at edited: pairs from here up count when their keypoints match
+    if level == "edited" and index.store.manifest.local and metric != "hamming":
+        bar = levels.NEAR_COPY_BAR if copy else VERIFY_BAR
+        min_score = min(min_score, bar)
     nodes = _index_nodes(index)
     other = _against_nodes(index, against) if against is not None else None
     allnodes = nodes if other is None else _concat(nodes, other)
@@ -546,8 +584,33 @@ def candidates(index, min_score: float, k: int = DEFAULT_K, against=None, *, lev
     keep_pairs = ps >= min_score
     pa, pb, ps = pa[keep_pairs], pb[keep_pairs], ps[keep_pairs]
     rank = keeper_rank(allnodes.width * allnodes.height, allnodes.size, allnodes.mtime, allnodes.paths, keep)
-    check = PairCheck(allnodes, level)
+    features = _stored_features(index, allnodes) if bar is not None else None
+    check = PairCheck(allnodes, level, features, bar)
     return Candidates(allnodes, pa, pb, ps, rank, check.masked(base), other is not None, level, check)
+
+
+#: With stored keypoints, at ``edited``: a pair among the ``k`` nearest with a cosine from
+#: this up to the threshold is a candidate that counts if its keypoints match (as many
+#: as ``--verify`` asks of a copy); verification decides, so the bar only saves work.
+VERIFY_BAR = 0.5
+
+
+def _stored_features(index, nodes: _Nodes, cache: int = 4096) -> Callable[[int], Any]:
+    """``features(i)``: node ``i``'s stored keypoints (``None`` for a node of another set
+    or a file without them), read when first asked, the last ``cache`` kept."""
+    from functools import lru_cache
+
+    from .query import candidate_features
+
+    live = index.live()
+
+    @lru_cache(maxsize=cache)
+    def features(i: int):
+        if nodes.side[i] != "index":
+            return None
+        return candidate_features(index, [nodes.paths[i]], live)[0]
+
+    return features
 
 
 def _copy_offsets(ext, vectors: "_Vectors", batch: int = 4096) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lookalike import Index, levels
-from lookalike.duplicates import keeper_rank
+from lookalike.duplicates import DEFAULT_THRESHOLDS, keeper_rank
 from lookalike.errors import UsageError
 
 from .conftest import DEMO, run_cli
@@ -187,3 +187,23 @@ def test_after_a_move_the_index_forgets_the_files_and_undo_brings_them_back(coll
     assert "indexed again: 3 files" in back.stderr
     with Index.open(idx) as ix:
         assert _names(ix.duplicates()) == [["cat.jpg", "cat_copy.jpg", "cat_half.jpg", "cat_q25.jpg"]]
+
+
+@pytest.mark.parametrize("keypoints", ["sift", "none"])
+def test_edited_pairs_under_the_threshold_count_when_their_keypoints_match(tmp_path, keypoints):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    rocket = Image.open(DEMO / "rocket.jpg").convert("RGB").rotate(25, resample=Image.BICUBIC, expand=True)
+    w, h = rocket.size
+    _save(rocket.crop((int(w * 0.15), int(h * 0.1), int(w * 0.8), int(h * 0.85))), photos / "rocket_edit.jpg", 85)
+    with Index.create(tmp_path / "idx", extractor="cnn", keypoints=keypoints) as ix:
+        ix.add(photos, jobs=1)
+        [self_hit, original] = ix.search(photos / "rocket_edit.jpg", k=2, augment=False)
+        assert original.path.endswith("rocket.jpg") and original.score < DEFAULT_THRESHOLDS["cnn"]
+        groups = _names(ix.duplicates(level="edited"))
+    if keypoints == "sift":
+        assert ["rocket.jpg", "rocket_edit.jpg"] in groups
+    else:
+        assert not any("rocket_edit.jpg" in g for g in groups)
