@@ -46,6 +46,9 @@ NEAR_COPY_BAR = 0.0
 
 #: Side of the square thumbnails compared (pixels).
 THUMB = 64
+#: Thumbnails are compared at the size where each of their pixels covers 4 x 4 pixels
+#: of the smaller image or more (JPEG blocks and resampling average out), down to this.
+MIN_COMPARED = 16
 #: Cells per side for the worst-cell test (cells of THUMB/CELLS pixels).
 CELLS = 8
 #: Aspect ratios may differ by this much (log ratio): rounding when resizing.
@@ -118,11 +121,13 @@ def differences(a: Thumb, b: Thumb) -> tuple[float, float, float, float, float, 
     mean absolute difference of the colour channels. *brightness shift*: the change
     of mean brightness (0-255); *contrast change*: the absolute log ratio of the
     brightness's standard deviations. *turned*: 1.0 when one of them mirrored or
-    turned half round matches the other better than as it is. Images under twice
-    ``THUMB`` pixels on their shorter side are compared at half the size.
+    turned half round matches the other better than as it is. The thumbnails are
+    compared at 64, 32 or 16 pixels a side: the largest at which each compared pixel
+    covers 4 x 4 pixels of the smaller image.
     """
     x, y = a.ycc, b.ycc
-    if min(a.side, b.side) < 2 * THUMB:  # a small image: compare at the size it has detail for
+    side = min(a.side, b.side)
+    while len(x) > MIN_COMPARED and side < 4 * len(x):  # each compared pixel: 4 x 4 of the smaller image or more
         x, y = _halved(x), _halved(y)
     ya, yb = x[..., 0], y[..., 0]
     ma, mb = float(ya.mean()), float(yb.mean())
@@ -132,7 +137,7 @@ def differences(a: Thumb, b: Thumb) -> tuple[float, float, float, float, float, 
     step = len(diff) // CELLS
     cells = diff.reshape(CELLS, step, CELLS, step).mean(axis=(1, 3))
     chroma = float(np.abs(x[..., 1:] - y[..., 1:]).mean())
-    return (abs(float(np.log(a.aspect / b.aspect))), float(diff.mean()), float(cells.max()), chroma,
+    return (abs(float(np.log(a.aspect / b.aspect))), float(diff.mean()), float(np.max(cells)), chroma,
             abs(ma - mb), abs(float(np.log(sa / sb))), _best_turned(za, zb, float(diff.mean())))
 
 

@@ -63,6 +63,17 @@ def test_crops_mirrors_rotations_captions_and_grey_are_not_near(cat):
         assert not levels.near_pair(_t(cat), _t(edited)), name
 
 
+def test_two_shots_of_a_burst_are_not_near(cat):
+    """The same scene, something in it moved a little: a burst, not a duplicate."""
+    scene = Image.open(DEMO / "brick.jpg").convert("RGB").resize(cat.size)
+    thing = cat.resize((cat.width // 6, cat.height // 6))
+    first, second = scene.copy(), scene.copy()
+    first.paste(thing, (cat.width // 3, cat.height // 3))
+    second.paste(thing, (cat.width // 3 + cat.width // 12, cat.height // 3))
+    assert not levels.near_pair(_t(first), _t(second))
+    assert levels.near_pair(_t(first), _t(first.resize((first.width // 2, first.height // 2))))
+
+
 def test_low_information_images(cat):
     flat = Image.new("RGB", (300, 200), (30, 30, 30))
     noisy_flat = Image.fromarray(np.clip(np.random.default_rng(0).normal(200, 2, (200, 300, 3)), 0, 255).astype(np.uint8))
