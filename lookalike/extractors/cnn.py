@@ -199,6 +199,9 @@ class CnnExtractor(Extractor):
         self.pca_components: np.ndarray | None = None
         self._session = None
 
+    #: what a stored spec holds beyond the settings (checked, or fixed), read by from_spec
+    spec_keys = ("model_sha256", "whiten_sha256", "normalise", "resize")
+
     @classmethod
     def from_spec(cls, spec: dict[str, Any], **runtime: Any) -> "CnnExtractor":
         spec = dict(spec)

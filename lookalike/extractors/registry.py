@@ -68,8 +68,12 @@ def available() -> dict[str, Any]:
 def extractor_class(name: str) -> type[Extractor]:
     eps = available()
     if name not in eps:
+        import difflib
+
         known = ", ".join(sorted(eps)) or "none (is lookalike installed with pip?)"
-        raise UnknownExtractor(f"unknown extractor {name!r}; registered: {known}")
+        close = difflib.get_close_matches(str(name), list(eps), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownExtractor(f"unknown extractor {name!r}{hint}; registered: {known}")
     return eps[name].load()
 
 
@@ -87,7 +91,11 @@ def parse(text: str) -> dict[str, Any]:
     if text == "default":
         return default_spec()
     if text.startswith("{"):
-        spec = json.loads(text)
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UnknownExtractor(f"the extractor spec is not valid JSON ({e.msg} at character {e.pos + 1}): "
+                                   f"{text}; e.g. '{{\"name\": \"cnn\"}}'") from None
         if not isinstance(spec, dict) or "name" not in spec:
             raise UnknownExtractor("a JSON extractor spec needs a \"name\" key")
         return spec
@@ -135,4 +143,34 @@ def create(spec: str | dict[str, Any] | Extractor, **runtime: Any) -> Extractor:
         raise UnknownExtractor(
             f"extractor {name!r} is version {cls.version}, the spec asks for version {version}"
         )
-    return cls.from_spec(spec, **runtime) if hasattr(cls, "from_spec") else cls(**spec)
+    _check_settings(cls, name, spec)
+    try:
+        return cls.from_spec(spec, **runtime) if hasattr(cls, "from_spec") else cls(**spec)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, LookalikeError):  # already one clear line (e.g. a fused part's)
+            raise
+        shown = ", ".join(f"{k}={v!r}" for k, v in spec.items())
+        raise UnknownExtractor(f"bad settings for extractor {name!r} ({shown}): {e}") from None
+
+
+def _check_settings(cls: type[Extractor], name: str, spec: dict[str, Any]) -> None:
+    """An unknown setting is one clear line naming the accepted ones (and the closest)."""
+    import difflib
+    import inspect
+
+    stored = getattr(cls, "spec_keys", None)  # what from_spec reads beyond the constructor's settings
+    if hasattr(cls, "from_spec") and stored is None:
+        return  # e.g. fuse: its parts are checked when they are built
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    settable = [p for p in params if p not in ("self", "threads")]
+    accepted = settable + list(stored or ())
+    for key in spec:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            if key == "threads":
+                hint = " (inference threads are a runtime option: --threads)"
+            raise UnknownExtractor(f"extractor {name!r} has no setting {key!r}{hint}; its settings: "
+                                   f"{', '.join(settable) or 'none'}")
