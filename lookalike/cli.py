@@ -8,13 +8,14 @@ import os
 import sqlite3
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from contextlib import contextmanager
 
 import click
 
 from . import decode
-from .errors import LookalikeError, PathNotFound
+from .errors import LookalikeError, PathNotFound, UsageError
 from .extractors import registry
 from .grouping import DEFAULT_KEEP
 from .index import Index, default_index_dir
@@ -48,6 +49,9 @@ def _errors():
         raise click.ClickException(str(e)) from None
     except sqlite3.Error as e:  # e.g. "database or disk is full"
         raise click.ClickException(f"index catalog: {e}") from None
+    except BrokenPipeError:  # the reader went away (lookalike search ... | head): stop quietly
+        sys.stderr.close()
+        os._exit(0)
     except OSError as e:  # e.g. no space left on device, read-only file system
         where = f": {e.filename}" if e.filename else ""
         raise click.ClickException(f"{e.strerror or e}{where}") from None
@@ -111,6 +115,15 @@ def _location(index_dir, backend: dict) -> tuple[str, dict]:
     return index_dir, {}
 
 
+def _check_index_dir(index_dir) -> None:
+    """``--index`` must name a folder (new or an index), not a file."""
+    if index_dir is not None:
+        path = os.path.expanduser(os.fspath(index_dir))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"--index {index_dir} is a file, not an index folder: give a folder "
+                             "(a new one is made)")
+
+
 def _open_index(index_dir, backend: dict, extractor=None, *, create: bool = False, **kw) -> Index:
     """The index named by ``--index DIR`` and/or the ``--milvus`` options (see :func:`backend_options`)."""
     from .backends import open_index
@@ -151,6 +164,10 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
 
     with _errors():
         shard = parse_shard(shard)
+        for folder in folders:  # before an index folder is made for them
+            if not os.path.exists(os.path.expanduser(folder)):
+                raise PathNotFound(f"no such file or folder: {folder}")
+        _check_index_dir(index_dir)
     new = extractor is None and index_dir is not None and not (Path(index_dir).expanduser() / "manifest.json").exists()
     with _errors(), _open_index(index_dir, backend, extractor, create=True, threads=threads, max_pixels=max_pixels,
                                 ann=ann, shard=shard, keypoints=keypoints) as ix:
@@ -178,6 +195,9 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
                 click.echo(json.dumps(_report_dict(report)))
             elif not quiet:
                 click.echo(_summary(report))
+            if not report.seen and not as_json:
+                click.echo(f"note: no image files under {folder} (lookalike reads JPEG, PNG, WebP, GIF, BMP, "
+                           "TIFF, HEIC/HEIF and AVIF; hidden files only with --hidden)", err=True)
 
 
 def _size(n: int) -> str:
@@ -266,13 +286,24 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
     if explain and not verify:
         raise click.UsageError("--explain needs --verify")
     options = {"verify": (candidates or True) if verify else False, "augment": augment}
+    with _errors():
+        the_query = _query_argument(query, max_pixels)
     with _errors(), _open_index(index_dir, backend, threads=threads, max_pixels=max_pixels) as ix:
+        empty = click.ClickException(
+            f"the index {ix.path} holds no images yet: index a folder into it (`lookalike index FOLDER "
+            "--index DIR`); a first indexing run still going shows its images as each batch is committed")
         if os.path.isdir(query):
             results = ix.search_many([e.path for e in walk(os.path.expanduser(query))], k=k, **options)
+            if not results:
+                raise click.ClickException(f"no images in the folder {query}")
         else:
-            results = ix.search_many([query], k=k, **options)
+            results = ix.search_many([the_query], k=k, **options)
             if results[0].error and not as_json:
                 raise click.ClickException(f"{results[0].query}: {results[0].error}: {results[0].detail}")
+            if query == "-":
+                results[0] = replace(results[0], query="-")
+        if not len(ix) and not any(r.error for r in results):
+            raise empty
         failed = 0
         for res in results:
             if as_json:
@@ -305,6 +336,28 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
             click.echo(f"explanation ({match.inliers} inliers): {path}", err=True)
         if failed == len(results) and results:
             sys.exit(1)
+
+
+def _query_argument(query: str, max_pixels: int):
+    """What `lookalike search QUERY` searches with: the path, or for ``-`` the image read
+    from standard input; one clear line for a URL or a path that does not exist."""
+    if query == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("QUERY '-' reads an image from standard input, which is a terminal: "
+                                   "pipe an image in (lookalike search - < photo.jpg)")
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise click.UsageError("QUERY '-': standard input is empty; pipe an image in (lookalike search - < photo.jpg)")
+        try:
+            return decode.decode_bytes(data, max_pixels=max_pixels).pixels
+        except decode.DecodeError as e:
+            raise click.ClickException(f"-: the image on standard input: {e}") from None
+    if "://" in query.split("/", 3)[0] + "//" and query.split("://", 1)[0].isalpha():
+        raise click.UsageError(f"{query}: URLs are not supported; download the image and search with the "
+                               "file, or pipe it in (curl -s URL | lookalike search - --index DIR)")
+    if not os.path.exists(os.path.expanduser(query)):
+        raise PathNotFound(f"no such file or folder: {query}")
+    return query
 
 
 @main.command()

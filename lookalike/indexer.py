@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import logging
 import signal
 import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def _load_chunk(entries: list[FileEntry]) -> list[tuple]:
 
 def _loaded(
     entries: list[FileEntry], jobs: int, init_args: WorkerArgs, chunk: int = 8
-) -> Iterator[tuple]:
+) -> Generator[tuple, None, None]:
     """Results of :func:`_load` in input order, from ``jobs`` worker processes.
 
     At most ``4 * jobs`` chunks are in flight, so memory stays flat however
@@ -160,6 +161,47 @@ def _loaded(
 
 
 # -- main side -------------------------------------------------------------
+class _StopAfterBatch:
+    """Ctrl-C while indexing: the first one asks to stop once the batch in hand is committed
+    (said at once, as a note); a second one stops the process now, as a kill would
+    (committed batches are safe either way; the decoding workers are ended first). Only
+    where Python would raise KeyboardInterrupt (the main thread, SIGINT not ignored:
+    ``nohup`` and background jobs keep ignoring it)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopAfterBatch":
+        import threading
+
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._first)
+        return self
+
+    def _first(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._second)
+        logging.getLogger("lookalike").warning(
+            "stopping after the current batch (Ctrl-C again to stop at once; committed files are kept)")
+
+    @staticmethod
+    def _second(signum, frame) -> None:
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            child.kill()
+        os.write(2, b"stopped at once; the files committed so far are kept: run the same command again "
+                    b"to resume\n")
+        os._exit(130)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None and not self.requested:
+            signal.signal(signal.SIGINT, self._previous)
+        # after a first Ctrl-C the process is on its way out: a second one still stops it at once
+
+
 def index_folder(
     store: IndexStore,
     extractor: Extractor,
@@ -220,12 +262,19 @@ def index_folder(
             progress(0, total)
         try:
             init_args = (spec, max_pixels, frozenset(movable), local_spec)
-            for done, result in enumerate(_loaded(todo, jobs, init_args), 1):
-                batch.take(result, key_of[result[0].path], existing, movable, missing)
-                if batch.full(batch_size):
-                    batch.flush()
-                if progress:
-                    progress(done, total)
+            with _StopAfterBatch() as stop:
+                loaded = _loaded(todo, jobs, init_args)
+                try:
+                    for done, result in enumerate(loaded, 1):
+                        batch.take(result, key_of[result[0].path], existing, movable, missing)
+                        if batch.full(batch_size) or stop.requested:
+                            batch.flush()
+                        if progress:
+                            progress(done, total)
+                        if stop.requested:
+                            raise KeyboardInterrupt
+                finally:
+                    loaded.close()  # stop the decoding workers now, not when the generator is collected
             batch.flush()
             store.commit(deletes=list(missing), root=_root_record(root, report.root))
             report.removed = len(missing)

@@ -125,7 +125,7 @@ def require_keypoints(index: "Index") -> None:
     if not index.store.manifest.local:
         raise NoKeypoints(
             "this index stores no keypoints, so it cannot verify matches; "
-            "build it with keypoints (lookalike index --keypoints sift)"
+            "make a new index with keypoints (lookalike index FOLDER --index NEW_DIR --keypoints sift)"
         )
 
 

@@ -33,7 +33,10 @@ def committed_rows(idx) -> int:
 def start_indexing(folder, idx):
     cmd = [sys.executable, "-m", "lookalike.cli", "index", str(folder), "--index", str(idx),
            "--batch-size", "8", "--jobs", "2", "-q"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C finds a foreground command: a shell starts background
+    # jobs (a test run in one) with SIGINT ignored, and the command would keep ignoring it
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_rows(proc, idx, at_least: int, timeout: float = 120) -> bool:
@@ -127,6 +130,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(image_folder, reference, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
+    assert "stopping after the current batch" in err  # said at once, before the batch is done
     assert "Interrupted" in err and "run the same command again" in err
     assert "Traceback" not in err
     done = committed_rows(idx)
@@ -134,3 +138,20 @@ def test_ctrl_c_stops_cleanly_and_resumes(image_folder, reference, tmp_path):
     rerun = start_indexing(image_folder, idx)
     assert rerun.wait(timeout=300) == 0
     assert set(vectors_by_path(idx)) == set(reference)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_rerun_completes(image_folder, reference, tmp_path):
+    idx = tmp_path / "idx"
+    proc = start_indexing(image_folder, idx)
+    assert wait_for_rows(proc, idx, 8), "indexing finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "stopping after the current batch" in err or "stopped at once" in err
+    rerun = start_indexing(image_folder, idx)
+    assert rerun.wait(timeout=300) == 0
+    assert set(vectors_by_path(idx)) == set(reference)
+    with Index.open(idx) as ix:
+        assert ix.check() == []

@@ -1,16 +1,75 @@
 """Misuses through the real CLI: a non-zero exit, one readable line, no traceback (issue 19)."""
 
+import shutil
+import subprocess
+
 import pytest
 
-from .conftest import DEMO, run_cli
+from lookalike import Index
+
+from .conftest import DEMO, LOOKALIKE, run_cli
 
 
 def one_line(out) -> str:
+    """The one error line of a failed run (click's usage lines aside)."""
     assert out.returncode != 0, (out.stdout, out.stderr)
     assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, out.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and all(line.startswith(("Error:", "Usage:", "Try ")) for line in lines), out.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    base = tmp_path_factory.mktemp("misuse")
+    (base / "photos").mkdir()
+    for name in ("cat.jpg", "coffee.jpg"):
+        shutil.copy(DEMO / name, base / "photos" / name)
+    with Index.create(base / "idx", extractor="phash") as ix:
+        ix.add(base / "photos", jobs=1)
+    return base
+
+
+def test_misuses_of_search_and_index(small_index, tmp_path):
+    idx = small_index / "idx"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file.jpg").write_bytes(b"x")
+    cases = [
+        (("search", tmp_path / "nope.jpg", "--index", idx), "no such file or folder"),
+        (("search", "https://example.org/cat.jpg", "--index", idx), "URLs are not supported"),
+        (("index", tmp_path / "nope", "--index", tmp_path / "new-idx"), "no such file or folder"),
+        (("index", DEMO, "--index", tmp_path / "a-file.jpg"), "is a file, not an index folder"),
+        (("index", small_index / "photos", "--index", idx, "--keypoints", "sift"), "made without keypoints"),
+        (("search", DEMO / "cat.jpg", "--index", idx, "--verify"), "--keypoints sift"),
+        (("duplicates", "--index", idx, "--keep", "biggest"), "unknown keeper rule"),
+        (("duplicates", tmp_path / "nope"), "no such folder"),
+        (("duplicates", "--index", idx, "--level", "similar"), "Invalid value for '--level'"),
+    ]
+    for args, expected in cases:
+        line = one_line(run_cli(*args, check=False))
+        assert expected in line, (args, line)
+    assert not (tmp_path / "new-idx").exists()
+
+
+def test_an_empty_index_and_an_empty_folder_say_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = run_cli("index", tmp_path / "empty", "--index", tmp_path / "idx", "-e", "phash")
+    assert "no image files under" in out.stderr
+    line = one_line(run_cli("search", DEMO / "cat.jpg", "--index", tmp_path / "idx", check=False))
+    assert "holds no images yet" in line
+
+
+def test_search_reads_the_query_from_standard_input(small_index):
+    idx = small_index / "idx"
+    with open(DEMO / "cat.jpg", "rb") as f:
+        out = subprocess.run([*LOOKALIKE, "search", "-", "--index", str(idx)], stdin=f, capture_output=True,
+                             text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "-" and "cat.jpg" in out.stdout.splitlines()[1]
+    empty = subprocess.run([*LOOKALIKE, "search", "-", "--index", str(idx)], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+    assert "standard input is empty" in one_line(empty)
 
 
 @pytest.mark.parametrize("spec,expected", [

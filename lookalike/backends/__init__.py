@@ -73,9 +73,20 @@ def open_index(
     exists = os.path.exists(os.path.join(os.path.expanduser(os.fspath(location)), "manifest.json"))
     if create and not exists:
         return Index.create(location, extractor if extractor is not None else _default_extractor(), **kw)
+    keypoints = kw.get("keypoints")
     for key in ("ann", "storage", "keypoints"):  # creation settings: meaningless when opening
         kw.pop(key, None)
-    return Index.open(location, extractor, **kw)
+    index = Index.open(location, extractor, **kw)
+    has = bool(index.store.manifest.local)
+    if keypoints in ("sift", "none") and has != (keypoints == "sift"):
+        index.close()
+        from ..errors import UsageError
+
+        made = "with" if has else "without"
+        raise UsageError(f"this index was made {made} keypoints, and keypoints are chosen when an index is made: "
+                         f"for an index {'without' if has else 'with'} them, make a new one "
+                         f"(lookalike index FOLDER --index NEW_DIR --keypoints {keypoints})")
+    return index
 
 
 def _default_extractor() -> dict:

@@ -62,7 +62,8 @@ from ..store.manifest import check_extractor
 from . import is_server_uri, path_id
 from ..errors import UsageError
 
-MISSING_EXTRA = "Milvus support needs the 'milvus' extra: pip install 'lookalike[milvus]'"
+MISSING_EXTRA = ("Milvus support needs the 'milvus' extra: pip install 'lookalike[milvus]' "
+                 "(from a checkout: pip install -e '.[milvus]')")
 DEFAULT_COLLECTION = "lookalike"
 PROPERTY = "lookalike."  # prefix of our collection properties
 #: Milvus's largest top-k per search.

@@ -60,6 +60,10 @@ class UnknownExtractor(LookalikeError, ValueError):
     pass
 
 
+class BadSettings(LookalikeError, ValueError):
+    """An extractor's settings that it cannot be built from (an unknown one, a bad value)."""
+
+
 def available() -> dict[str, Any]:
     """Name -> entry point, for every registered extractor."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
@@ -150,7 +154,7 @@ def create(spec: str | dict[str, Any] | Extractor, **runtime: Any) -> Extractor:
         if isinstance(e, LookalikeError):  # already one clear line (e.g. a fused part's)
             raise
         shown = ", ".join(f"{k}={v!r}" for k, v in spec.items())
-        raise UnknownExtractor(f"bad settings for extractor {name!r} ({shown}): {e}") from None
+        raise BadSettings(f"bad settings for extractor {name!r} ({shown}): {e}") from None
 
 
 def _check_settings(cls: type[Extractor], name: str, spec: dict[str, Any]) -> None:
@@ -172,5 +176,5 @@ def _check_settings(cls: type[Extractor], name: str, spec: dict[str, Any]) -> No
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             if key == "threads":
                 hint = " (inference threads are a runtime option: --threads)"
-            raise UnknownExtractor(f"extractor {name!r} has no setting {key!r}{hint}; its settings: "
+            raise BadSettings(f"extractor {name!r} has no setting {key!r}{hint}; its settings: "
                                    f"{', '.join(settable) or 'none'}")

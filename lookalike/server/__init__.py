@@ -13,7 +13,7 @@ import importlib
 #: (import name, distribution name) of what the server needs.
 REQUIREMENTS = (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart"))
 
-INSTALL_HINT = "pip install 'lookalike[server]'"
+INSTALL_HINT = "pip install 'lookalike[server]' (from a checkout: pip install -e '.[server]')"
 
 
 def missing_dependencies() -> list[str]:
