@@ -39,7 +39,7 @@ it can be a little below the threshold when the keeper is not the centre.
 Default thresholds (per extractor, override with ``threshold=``/``--threshold``)
 were chosen once per extractor on the public benchmark by ``bench/dedup.py
 --sweep`` (the best pairwise F1 over a grid: cosine steps of 0.025, Hamming
-steps of one bit; nothing else was tuned); see README "Duplicates". Hash
+steps of one bit; nothing else was tuned); see docs/duplicates.md. Hash
 thresholds are ``1 - bits/64`` for the default 64-bit hashes; other hash sizes
 and extractors without a calibrated value use 0.90 (cosine) or 0.85 (Hamming,
 about 10 of 64 bits).
