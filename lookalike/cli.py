@@ -111,8 +111,34 @@ def _location(index_dir, backend: dict) -> tuple[str, dict]:
         return backend["milvus_uri"], {"token": backend.get("milvus_token"), "collection": backend.get("collection"),
                                        "local": index_dir}
     if not index_dir:
-        raise click.UsageError("give --index DIR (or --milvus URI)")
+        index_dir = default_index_location()
+        if not os.path.exists(os.path.join(index_dir, "manifest.json")) and not _creating():
+            raise click.UsageError(f"no index named: give --index DIR (or --milvus URI), or set LOOKALIKE_INDEX; "
+                                   f"the default, {index_dir}, holds no index yet (lookalike index FOLDER makes it)")
+        click.echo(f"index: {index_dir} (the default; --index DIR or LOOKALIKE_INDEX to choose)", err=True)
     return index_dir, {}
+
+
+def _creating() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.info_name == "index"
+
+
+def _one_index(positional, option):
+    """``info`` and ``check`` take the index as INDEX_DIR or as --index, like every other command."""
+    if positional and option and os.path.abspath(os.path.expanduser(positional)) != \
+            os.path.abspath(os.path.expanduser(option)):
+        raise click.UsageError(f"two indexes named: {positional} and --index {option}; give one")
+    return positional or option
+
+
+def default_index_location() -> str:
+    """The index used when a command names none: ``$LOOKALIKE_INDEX``, else the per-user
+    ``$XDG_DATA_HOME/lookalike/index`` (default ``~/.local/share/lookalike/index``)."""
+    if os.environ.get("LOOKALIKE_INDEX"):
+        return os.path.expanduser(os.environ["LOOKALIKE_INDEX"])
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "lookalike", "index")
 
 
 def _check_index_dir(index_dir) -> None:
@@ -137,6 +163,17 @@ def _open_index(index_dir, backend: dict, extractor=None, *, create: bool = Fals
 def main() -> None:
     """Find images that look alike: index folders, then search by example."""
     _show_notes()
+
+
+def run() -> None:
+    """The `lookalike` command: :func:`main`, and quiet when its reader goes away
+    (`lookalike extractors | head`)."""
+    try:
+        main()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error while Python flushes stdout at exit
+        sys.exit(0)
 
 
 @main.command()
@@ -280,11 +317,16 @@ def _hits_json(hits) -> list[dict]:
               help="Also search the query's quarter turns, mirror images and regions (default: on with --verify).")
 @click.option("--explain", type=click.Path(), default=None,
               help="With --verify: draw the query beside its best match, the matched keypoints and the outline (PNG).")
+@click.option("--min-score", type=float, default=None,
+              help="Only hits scoring at least this (cosine, or 1 - Hamming distance / bits).")
 @backend_options
-def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, candidates, augment, explain, **backend):
+def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, candidates, augment, explain, min_score,
+           **backend):
     """Find the indexed images most like QUERY (an image file, an indexed path, or a folder of queries)."""
     if explain and not verify:
         raise click.UsageError("--explain needs --verify")
+    if explain and os.path.isdir(os.path.expanduser(query)):
+        raise click.UsageError("--explain draws one query and its best match: give one image, not a folder")
     options = {"verify": (candidates or True) if verify else False, "augment": augment}
     with _errors():
         the_query = _query_argument(query, max_pixels)
@@ -304,10 +346,14 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
                 results[0] = replace(results[0], query="-")
         if not len(ix) and not any(r.error for r in results):
             raise empty
+        if min_score is not None:
+            results = [replace(r, hits=[h for h in r.hits if h.score >= min_score]) for r in results]
+            if not as_json and len(results) == 1 and not results[0].error and not results[0].hits:
+                click.echo(f"no hits scoring {min_score:g} or more", err=True)
         failed = 0
         for res in results:
             if as_json:
-                obj = {"query": res.query, "results": _hits_json(res.hits)}
+                obj = {"query": res.query, "hits": _hits_json(res.hits)}  # the HTTP API's name
                 if res.error:
                     obj["error"], obj["detail"] = res.error, res.detail
                 click.echo(json.dumps(obj))
@@ -361,12 +407,14 @@ def _query_argument(query: str, max_pixels: int):
 
 
 @main.command()
-@click.argument("index_dir", type=click.Path(), required=False)
+@click.argument("index_arg", metavar="[INDEX_DIR]", type=click.Path(), required=False)
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder (or give it as INDEX_DIR).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--all", "show_all", is_flag=True, help="List every skipped file (default: the first 20).")
 @backend_options
-def info(index_dir, as_json, show_all, **backend):
+def info(index_arg, index_dir, as_json, show_all, **backend):
     """Show an index's manifest, counts and skipped files with reasons."""
+    index_dir = _one_index(index_arg, index_dir)
     with _errors(), _open_index(index_dir, backend) as ix:
         data = ix.info()
         skipped = ix.skipped()
@@ -380,6 +428,10 @@ def info(index_dir, as_json, show_all, **backend):
         click.echo(f"extractor:  {json.dumps(m['extractor'], sort_keys=True)}")
         click.echo(f"vectors:    {m['dim']}-d {m['dtype']}, metric {m['metric']}, {data.vector_rows} rows")
         click.echo(f"search:     {ix.ann_kind()} (setting: {m.get('ann', 'auto')})")
+        local = m.get("local")
+        click.echo("keypoints:  " + (f"{local.get('detector')}, up to {local.get('max_keypoints')} per image: "
+                                     "--verify and keypoint checks of duplicates work" if local else
+                                     "none stored: no --verify (an index made with --keypoints sift has them)"))
         if "milvus" in m:
             mv = m["milvus"]
             click.echo(f"milvus:     {mv['uri']} collection {mv['collection']}: {mv['entities']} entities, "
@@ -556,14 +608,16 @@ def _index_again(index_dir: str, paths: list[str]) -> None:
 
 
 @main.command()
-@click.argument("index_dir", type=click.Path(), required=False)
+@click.argument("index_arg", metavar="[INDEX_DIR]", type=click.Path(), required=False)
+@click.option("--index", "index_dir", default=None, type=click.Path(), help="Index folder (or give it as INDEX_DIR).")
 @click.option("--repair", is_flag=True,
               help="Fix what the check finds where possible (files it forgets are indexed again by the next "
                    "`lookalike index`); prints what it did.")
 @backend_options
-def check(index_dir, repair, **backend):
+def check(index_arg, index_dir, repair, **backend):
     """Check an index's integrity (manifest, catalog, vector rows, keypoints, search structure);
     exit 1 if anything is wrong."""
+    index_dir = _one_index(index_arg, index_dir)
     local_only = {} if backend.get("milvus_uri") else {"validate": False}  # open a damaged one to check it
     with _errors(), _open_index(index_dir, backend, **local_only) as ix:
         if repair:
@@ -730,4 +784,4 @@ def demo(out, extractor):
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -359,7 +359,7 @@ def test_cli_index_search_info_check_duplicates(milvus_ok, tmp_path):
     assert json.loads(r.output)["added"] == 6
     r = run(main, ["search", str(folder / "img0002.jpg"), "--milvus", db, "-k", "2", "--json"])
     assert r.exit_code == 0, r.output
-    hits = json.loads(r.output)["results"]
+    hits = json.loads(r.output)["hits"]
     assert [os.path.basename(h["path"]) for h in hits] == ["img0002.jpg", "twin.jpg"]
     assert hits[0]["id"] == path_id(str(folder / "img0002.jpg"))
     r = run(main, ["info", "--milvus", db])
@@ -434,7 +434,7 @@ def test_a_collection_that_lost_its_data_is_said_and_repaired_by_index(milvus_ok
     assert out.returncode == 0, (out.stdout, out.stderr)
     out = cli("search", query, "--milvus", db, "--json", "-k", "6")
     assert out.returncode == 0, out.stderr
-    hits = json.loads(out.stdout)["results"]
+    hits = json.loads(out.stdout)["hits"]
     assert hits[0]["path"] == str(query) and len(hits) == 6
 
 

@@ -35,9 +35,9 @@ def test_index_search_info(tmp_path, photos):
     assert len(text) == 4
 
     js = json.loads(run("search", DEMO / "cat.jpg", "--index", idx, "-k", "2", "--json").stdout)
-    assert [h["rank"] for h in js["results"]] == [1, 2]
-    assert js["results"][0]["path"] == str(photos / "cat.jpg")
-    assert js["results"][0]["score"] > 0.999
+    assert [h["rank"] for h in js["hits"]] == [1, 2]
+    assert js["hits"][0]["path"] == str(photos / "cat.jpg")
+    assert js["hits"][0]["score"] > 0.999
 
     info = json.loads(run("info", idx, "--json").stdout)
     assert info["files"] == 8 and info["manifest"]["extractor"]["name"] == "cnn"
@@ -55,9 +55,9 @@ def test_search_a_folder_of_queries_gives_json_lines(tmp_path, photos):
     lines = run("search", queries, "--index", idx, "-k", "1", "--json").stdout.splitlines()
     objs = [json.loads(line) for line in lines]
     assert [os.path.basename(o["query"]) for o in objs] == ["a.jpg", "b.jpg"]
-    assert objs[0]["results"][0]["path"] == str(photos / "rocket.jpg")
-    assert objs[0]["results"][0]["distance"] == 0
-    assert objs[1]["error"] == "not_an_image" and objs[1]["results"] == []
+    assert objs[0]["hits"][0]["path"] == str(photos / "rocket.jpg")
+    assert objs[0]["hits"][0]["distance"] == 0
+    assert objs[1]["error"] == "not_an_image" and objs[1]["hits"] == []
 
 
 def test_info_lists_skipped_files(tmp_path):

@@ -85,7 +85,7 @@ def set_meta(idx: Path, key: str, value) -> None:
 def top_hits(idx: Path, folder: Path) -> dict[str, str]:
     """Each image of ``folder`` as a query: query -> its best hit; the command must succeed."""
     out = ok(cli("search", folder, "--index", idx, "-k", "1", "--json"))
-    return {os.path.basename(r["query"]): os.path.basename(r["results"][0]["path"])
+    return {os.path.basename(r["query"]): os.path.basename(r["hits"][0]["path"])
             for r in map(json.loads, out.stdout.splitlines())}
 
 
@@ -354,7 +354,7 @@ def test_damaged_keypoints_are_reported_skipped_by_verify_and_repaired(keypoint_
 
     def verified() -> dict:
         result = ok(cli("search", images / "img0001.jpg", "--index", idx, "--verify", "-k", "1", "--json"))
-        return json.loads(result.stdout)["results"][0]
+        return json.loads(result.stdout)["hits"][0]
 
     hit = verified()  # the damaged entry counts as no keypoints
     assert hit["path"].endswith("img0001.jpg") and hit["inliers"] == 0

@@ -1,5 +1,7 @@
 """Misuses through the real CLI: a non-zero exit, one readable line, no traceback (issue 19)."""
 
+import json
+import os
 import shutil
 import subprocess
 
@@ -84,3 +86,38 @@ def test_a_bad_extractor_spec_is_one_line(tmp_path, spec, expected):
     line = one_line(run_cli("index", DEMO, "--index", tmp_path / "idx", "-e", spec, check=False))
     assert expected in line
     assert not (tmp_path / "idx").exists()  # nothing left behind
+
+
+def test_one_way_to_name_the_index_and_a_default_one(small_index, tmp_path):
+    idx = small_index / "idx"
+    for args in (("info", idx), ("info", "--index", idx), ("check", idx), ("check", "--index", idx)):
+        assert run_cli(*args).returncode == 0
+    assert "two indexes named" in one_line(run_cli("check", idx, "--index", tmp_path, check=False))
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("LOOKALIKE_INDEX", None)
+    none = subprocess.run([*LOOKALIKE, "search", str(DEMO / "cat.jpg")], env=env, capture_output=True, text=True)
+    assert "no index named" in one_line(none) and "LOOKALIKE_INDEX" in one_line(none)
+    env["LOOKALIKE_INDEX"] = str(idx)
+    found = subprocess.run([*LOOKALIKE, "search", str(DEMO / "cat.jpg"), "-k", "1"], env=env, capture_output=True,
+                           text=True)
+    assert found.returncode == 0 and "cat.jpg" in found.stdout and "(the default;" in found.stderr
+
+
+def test_search_json_names_min_score_explain_and_info(small_index):
+    idx = small_index / "idx"
+    out = run_cli("search", DEMO / "cat.jpg", "--index", idx, "--json")
+    assert len(json.loads(out.stdout)["hits"]) == 2  # the HTTP API's field name
+    strict = run_cli("search", DEMO / "cat.jpg", "--index", idx, "--json", "--min-score", "0.99")
+    assert [h["path"].rsplit("/", 1)[1] for h in json.loads(strict.stdout)["hits"]] == ["cat.jpg"]
+    assert "give one image, not a folder" in one_line(
+        run_cli("search", DEMO, "--index", idx, "--verify", "--explain", "x.png", check=False))
+    assert "keypoints:  none stored" in run_cli("info", idx).stdout
+
+
+def test_a_closed_pipe_ends_quietly():
+    proc = subprocess.Popen([*LOOKALIKE, "extractors"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Error" not in err and "Traceback" not in err

@@ -133,7 +133,7 @@ def _cli(*args) -> str:
 def _cli_hits(folder, k: int, *where) -> dict[str, list[dict]]:
     """``lookalike search FOLDER ... --json``: each image's hits, by its path."""
     lines = _cli("search", folder, *where, "-k", k, "--json").splitlines()
-    return {obj["query"]: obj["results"] for obj in map(json.loads, lines)}
+    return {obj["query"]: obj["hits"] for obj in map(json.loads, lines)}
 
 
 def _same_hits(api: list[dict], cli: list[dict]) -> None:

@@ -162,7 +162,7 @@ def test_cli_verify_json_and_explain(gallery, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout.splitlines()[0])
-    top = obj["results"][0]
+    top = obj["hits"][0]
     assert top["path"] == str(folder / "rocket.jpg") and top["inliers"] >= local.MIN_INLIERS
     assert len(top["region"]) == 4
     assert "inliers" in r.stderr
