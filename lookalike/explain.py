@@ -25,6 +25,10 @@ def draw_match(query: np.ndarray, match_pixels: np.ndarray, match: Match) -> Ima
     """An RGB picture of ``match`` between ``query`` and ``match_pixels`` (both RGB arrays)."""
     left, sq = _fit(query)
     right, sm = _fit(match_pixels)
+    outline = match.outline(query.shape[1], query.shape[0])
+    if outline is not None:  # drawn on the match's own panel, so it is clipped to it
+        points = [(x * sm, y * sm) for x, y in outline]
+        ImageDraw.Draw(right).line(points + points[:1], fill=(255, 64, 64), width=3)
     canvas = Image.new("RGB", (left.width + right.width + 3 * PAD, HEIGHT + 2 * PAD), (32, 32, 32))
     canvas.paste(left, (PAD, PAD))
     x0 = left.width + 2 * PAD
@@ -37,10 +41,6 @@ def draw_match(query: np.ndarray, match_pixels: np.ndarray, match: Match) -> Ima
         draw.line([a, b], fill=(80, 220, 120), width=1)
         for x, y in (a, b):
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], outline=(255, 255, 0))
-    outline = match.outline(query.shape[1], query.shape[0])
-    if outline is not None:
-        points = [(x0 + x * sm, PAD + y * sm) for x, y in outline]
-        draw.line(points + points[:1], fill=(255, 64, 64), width=3)
     label = f"{match.inliers} inliers" if match.inliers else "no geometric match"
     draw.text((PAD + 4, PAD + 4), label, fill=(255, 255, 255))
     return canvas

@@ -121,3 +121,22 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Error" not in err and "Traceback" not in err
+
+
+def test_the_explained_outline_stays_on_the_match_panel():
+    """An outline projected outside the matched image is clipped to its panel, never drawn
+    across the query beside it."""
+    import numpy as np
+
+    from lookalike.explain import PAD, draw_match
+    from lookalike.verify import Match
+
+    query = np.full((100, 100, 3), 128, np.uint8)
+    shift = np.array([[1.0, 0, -150.0], [0, 1.0, 0], [0, 0, 1.0]])  # the outline lands left of the match
+    none = np.zeros((0, 2), np.float32)
+    drawn = np.asarray(draw_match(query, query, Match(20, 20, shift, none, none)))
+    plain = np.asarray(draw_match(query, query, Match(20, 20, None, none, none)))
+    query_panel = (slice(0, None), slice(0, PAD + 480 + PAD))  # the query is drawn 480 px tall and wide
+    assert (drawn[query_panel] == plain[query_panel]).all()
+    inside = np.array([[1.0, 0, 10.0], [0, 1.0, 10.0], [0, 0, 1.0]])  # partly inside: drawn there
+    assert (np.asarray(draw_match(query, query, Match(20, 20, inside, none, none))) != plain).any()
