@@ -335,9 +335,12 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
             f"the index {ix.path} holds no images yet: index a folder into it (`lookalike index FOLDER "
             "--index DIR`); a first indexing run still going shows its images as each batch is committed")
         if os.path.isdir(query):
-            results = ix.search_many([e.path for e in walk(os.path.expanduser(query))], k=k, **options)
-            if not results:
+            paths = [e.path for e in walk(os.path.expanduser(query))]
+            if not paths:
                 raise click.ClickException(f"no images in the folder {query}")
+            if not len(ix):
+                raise empty
+            results = _search_folder(ix, paths, k, options, as_json, min_score)
         else:
             results = ix.search_many([the_query], k=k, **options)
             if results[0].error and not as_json:
@@ -346,24 +349,14 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
                 results[0] = replace(results[0], query="-")
         if not len(ix) and not any(r.error for r in results):
             raise empty
-        if min_score is not None:
+        if min_score is not None and not os.path.isdir(query):
             results = [replace(r, hits=[h for h in r.hits if h.score >= min_score]) for r in results]
             if not as_json and len(results) == 1 and not results[0].error and not results[0].hits:
                 click.echo(f"no hits scoring {min_score:g} or more", err=True)
-        failed = 0
-        for res in results:
-            if as_json:
-                obj = {"query": res.query, "hits": _hits_json(res.hits)}  # the HTTP API's name
-                if res.error:
-                    obj["error"], obj["detail"] = res.error, res.detail
-                click.echo(json.dumps(obj))
-            elif res.error:
-                click.echo(f"{res.query}: skipped ({res.error}: {res.detail})", err=True)
-            else:
-                click.echo(res.query)
-                for h in res.hits:
-                    click.echo(_hit_line(h))
-            failed += bool(res.error)
+        if not os.path.isdir(query):  # a folder's results were printed as they came
+            for res in results:
+                _print_result(res, as_json)
+        failed = sum(bool(r.error) for r in results)
         if sheet:
             from .sheet import contact_sheet
 
@@ -382,6 +375,42 @@ def search(query, index_dir, k, as_json, threads, max_pixels, sheet, verify, can
             click.echo(f"explanation ({match.inliers} inliers): {path}", err=True)
         if failed == len(results) and results:
             sys.exit(1)
+
+
+def _print_result(res, as_json: bool) -> None:
+    if as_json:
+        obj = {"query": res.query, "hits": _hits_json(res.hits)}  # the HTTP API's name
+        if res.error:
+            obj["error"], obj["detail"] = res.error, res.detail
+        click.echo(json.dumps(obj))
+    elif res.error:
+        click.echo(f"{res.query}: skipped ({res.error}: {res.detail})", err=True)
+    else:
+        click.echo(res.query)
+        for h in res.hits:
+            click.echo(_hit_line(h))
+
+
+def _search_folder(ix, paths: list[str], k, options: dict, as_json: bool, min_score) -> list:
+    """Search a folder's images in chunks, printing each chunk's results as it is done,
+    with a progress bar (its rate: queries a second) when stderr is a terminal."""
+    update, bar = _progress(False, "search")
+    step = 8 if options.get("verify") or options.get("augment") or ix.extractor.copies_first else 64
+    out: list = []
+    try:
+        for start in range(0, len(paths), step):
+            chunk = ix.search_many(paths[start : start + step], k=k, **options)
+            if min_score is not None:
+                chunk = [replace(r, hits=[h for h in r.hits if h.score >= min_score]) for r in chunk]
+            for res in chunk:
+                _print_result(res, as_json)
+            out.extend(chunk)
+            if update:
+                update(len(out), len(paths))
+    finally:
+        if bar:
+            bar.close()
+    return out
 
 
 def _query_argument(query: str, max_pixels: int):

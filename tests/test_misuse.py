@@ -140,3 +140,33 @@ def test_the_explained_outline_stays_on_the_match_panel():
     assert (drawn[query_panel] == plain[query_panel]).all()
     inside = np.array([[1.0, 0, 10.0], [0, 1.0, 10.0], [0, 0, 1.0]])  # partly inside: drawn there
     assert (np.asarray(draw_match(query, query, Match(20, 20, inside, none, none))) != plain).any()
+
+
+def test_a_folder_search_shows_progress_on_a_terminal(small_index):
+    """stderr a terminal (a pseudo-terminal here): a progress bar with a rate, then all results."""
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 wide
+    proc = subprocess.Popen([*LOOKALIKE, "search", str(DEMO), "--index", str(small_index / "idx"), "-k", "1"],
+                            stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    seen = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        seen += data
+    os.close(leader)
+    assert proc.returncode == 0
+    assert out.count("\n   1 ") == len(list(DEMO.glob("*.jpg")))
+    assert b"search" in seen and b"img/s" in seen and b"100%" in seen
