@@ -41,7 +41,10 @@ def display_path(path: str) -> str:
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """A name with an image extension, or with none at all (the decoder then sniffs the
+    content: a file that is no image is skipped, with the reason, not silently ignored)."""
+    ext = os.path.splitext(name)[1]
+    return ext.lower() in IMAGE_EXTENSIONS or not ext
 
 
 def content_hash(data: bytes) -> str:

@@ -170,3 +170,16 @@ def test_a_folder_search_shows_progress_on_a_terminal(small_index):
     assert proc.returncode == 0
     assert out.count("\n   1 ") == len(list(DEMO.glob("*.jpg")))
     assert b"search" in seen and b"img/s" in seen and b"100%" in seen
+
+
+def test_files_without_an_extension_are_sniffed_not_ignored(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(DEMO / "cat.jpg", folder / "IMG_0001")  # a camera or a download without an extension
+    (folder / "NOTES").write_text("not a picture")
+    (folder / "notes.txt").write_text("ignored: a known other kind of file")
+    with Index.create(tmp_path / "idx", extractor="phash") as ix:
+        report = ix.add(folder, jobs=1)
+        assert report.added == 1 and report.skipped == 1 and report.skip_reasons == {"not_an_image": 1}
+        [skipped] = ix.skipped()
+        assert skipped.path.endswith("NOTES")
