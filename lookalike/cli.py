@@ -74,12 +74,12 @@ def _progress(quiet: bool, desc: str):
 
 
 def _summary(r: IndexReport) -> str:
-    rate = (r.added + r.updated) / r.seconds if r.seconds > 0 else 0.0
+    rate = r.processed / r.seconds if r.seconds > 0 else 0.0  # what the progress bar counts: files processed
     parts = [
         f"{r.added} added", f"{r.updated} updated", f"{r.renamed} renamed", f"{r.reused} copies reused",
         f"{r.unchanged} unchanged", f"{r.removed} removed", f"{r.skipped} skipped",
     ]
-    text = f"{r.root}: {r.seen} image files in {r.seconds:.1f} s ({rate:.0f} embedded/s): " + ", ".join(parts)
+    text = f"{r.root}: {r.seen} image files in {r.seconds:.1f} s ({rate:.0f} img/s, as the bar): " + ", ".join(parts)
     if r.skip_reasons:
         text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(r.skip_reasons.items())) + ")"
     return text

@@ -183,3 +183,12 @@ def test_files_without_an_extension_are_sniffed_not_ignored(tmp_path):
         assert report.added == 1 and report.skipped == 1 and report.skip_reasons == {"not_an_image": 1}
         [skipped] = ix.skipped()
         assert skipped.path.endswith("NOTES")
+
+
+def test_the_summary_rate_counts_what_the_progress_bar_counts():
+    from lookalike.cli import _summary
+    from lookalike.indexer import IndexReport
+
+    r = IndexReport(root="/p", seen=130, unchanged=30, added=40, renamed=10, reused=30, skipped=20, seconds=2.0)
+    assert r.processed == 100  # the bar's count: every file it had to look at
+    assert "(50 img/s, as the bar)" in _summary(r)
