@@ -736,13 +736,19 @@ def extractors(as_json):
         rows.append({"name": name, "dim": ext.dim if ext else None,
                      "dtype": ext.dtype if ext else getattr(cls, "dtype", None),
                      "metric": ext.metric if ext else getattr(cls, "metric", None),
-                     "speed": cls.speed, "description": description, "spec": ext.spec() if ext else None})
+                     "speed": cls.speed, "description": description, "spec": ext.spec() if ext else None,
+                     "usable": getattr(cls, "usable", True) and not missing})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
+        if not getattr(registry.extractor_class(r["name"]), "usable", True):
+            continue
         dim = f"{r['dim']:5d}-d" if r["dim"] is not None else f"{'-':>5s}  "
         click.echo(f"{r['name']:12s} {dim} {r['metric'] or '-':8s} {r['speed']:6s} {r['description']}")
+    never = [r for r in rows if not getattr(registry.extractor_class(r["name"]), "usable", True)]
+    for r in never:
+        click.echo(f"not usable: {r['name']} ({r['description']})")
     click.echo(f"default (-e default): {default_description()}")
 
 

@@ -192,3 +192,12 @@ def test_the_summary_rate_counts_what_the_progress_bar_counts():
     r = IndexReport(root="/p", seen=130, unchanged=30, added=40, renamed=10, reused=30, skipped=20, seconds=2.0)
     assert r.processed == 100  # the bar's count: every file it had to look at
     assert "(50 img/s, as the bar)" in _summary(r)
+
+
+def test_an_extractor_that_cannot_run_is_not_listed_as_usable():
+    out = run_cli("extractors")
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line and not line.startswith(("not ", "default"))]
+    assert "surf" not in listed and "cnn" in listed
+    assert any(line.startswith("not usable: surf (") for line in out.stdout.splitlines())
+    rows = {r["name"]: r for r in json.loads(run_cli("extractors", "--json").stdout)}
+    assert rows["surf"]["usable"] is False and rows["cnn"]["usable"] is True

@@ -291,6 +291,7 @@ class SurfExtractor(Extractor):
     """SURF is patented; the PyPI OpenCV wheels are built without it."""
 
     name = "surf"
+    usable = False  # listed apart by `lookalike extractors`
     description = "not available: patented, excluded from the PyPI OpenCV builds (use sift, akaze or orb)"
     speed = "-"
     dtype = "float32"
