@@ -79,7 +79,7 @@ def _summary(r: IndexReport) -> str:
         f"{r.added} added", f"{r.updated} updated", f"{r.renamed} renamed", f"{r.reused} copies reused",
         f"{r.unchanged} unchanged", f"{r.removed} removed", f"{r.skipped} skipped",
     ]
-    text = f"{r.root}: {r.seen} image files in {r.seconds:.1f} s ({rate:.0f} img/s, as the bar): " + ", ".join(parts)
+    text = f"{r.root}: {r.seen} image files in {r.seconds:.1f} s ({rate:.0f} img/s): " + ", ".join(parts)
     if r.skip_reasons:
         text += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(r.skip_reasons.items())) + ")"
     return text
