@@ -65,14 +65,24 @@ class Decoded:
 
 
 _plugins_registered = False
+_have_jxl = False
+#: What JPEG XL files start with: a bare codestream, or the ISO box container.
+JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a")
+JXL_EXTRA = "JPEG XL needs the 'jxl' extra: pip install 'lookalike[jxl]' (from a checkout: pip install -e '.[jxl]')"
 
 
 def _register_plugins() -> None:
-    """Teach Pillow HEIC/HEIF (and AVIF where Pillow lacks it); done once, lazily."""
-    global _plugins_registered
+    """Teach Pillow HEIC/HEIF (and AVIF where Pillow lacks it), and JPEG XL with the
+    ``jxl`` extra; done once, lazily."""
+    global _plugins_registered, _have_jxl
     if _plugins_registered:
         return
     _plugins_registered = True
+    try:
+        import pillow_jxl  # noqa: F401  (registers the JXL format on import)
+        _have_jxl = True
+    except ImportError:
+        pass
     try:
         import pillow_heif
     except ImportError:  # optional at run time: HEIC files then count as not_an_image
@@ -212,6 +222,8 @@ def _decoder_errors(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
         declared = f"{int(size.group(1))} pixels" if size else "the declared size"
         raise DecodeError(SkipReason.TOO_LARGE, f"{declared}, limit is {max_pixels}") from None
     except Image.UnidentifiedImageError:
+        if data.startswith(JXL_SIGNATURES) and not _have_jxl:
+            raise DecodeError(SkipReason.NOT_AN_IMAGE, JXL_EXTRA) from None
         raise DecodeError(SkipReason.NOT_AN_IMAGE, "not a recognised image format") from None
     except MemoryError:
         raise DecodeError(SkipReason.TOO_LARGE, "out of memory while decoding") from None

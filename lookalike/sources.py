@@ -17,7 +17,7 @@ IMAGE_EXTENSIONS = frozenset(
     {
         ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib",
         ".tif", ".tiff", ".heic", ".heif", ".avif", ".ppm", ".pgm", ".pbm", ".pnm",
-        ".tga", ".jp2", ".ico",
+        ".tga", ".jp2", ".ico", ".jxl",
     }
 )
 

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -201,3 +202,33 @@ def test_an_extractor_that_cannot_run_is_not_listed_as_usable():
     assert any(line.startswith("not usable: surf (") for line in out.stdout.splitlines())
     rows = {r["name"]: r for r in json.loads(run_cli("extractors", "--json").stdout)}
     assert rows["surf"]["usable"] is False and rows["cnn"]["usable"] is True
+
+
+def _jxl_of_cat(path):
+    pytest.importorskip("pillow_jxl", reason="the 'jxl' extra (pillow-jxl-plugin) is not installed")
+    import pillow_jxl  # noqa: F401
+    from PIL import Image
+
+    Image.open(DEMO / "cat.jpg").convert("RGB").save(path, "JXL", quality=85, lossless_jpeg=False)
+    return path
+
+
+def test_jpeg_xl_files_are_indexed_with_the_extra(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _jxl_of_cat(folder / "cat.jxl")
+    shutil.copy(DEMO / "coffee.jpg", folder / "coffee.jpg")
+    with Index.create(tmp_path / "idx", extractor="cnn", keypoints="none") as ix:
+        report = ix.add(folder, jobs=1)
+        assert report.added == 2 and report.skipped == 0
+        assert ix.search(DEMO / "cat.jpg", k=1)[0].path.endswith("cat.jxl")
+
+
+def test_without_the_extra_a_jpeg_xl_file_says_which_extra(tmp_path):
+    jxl = _jxl_of_cat(tmp_path / "cat.jxl")
+    code = ("import sys; sys.modules['pillow_jxl'] = None\n"
+            "from lookalike import decode\n"
+            f"try:\n    decode.decode_file({str(jxl)!r})\n"
+            "except decode.DecodeError as e:\n    print(e.reason.value, '|', e.detail)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("not_an_image | JPEG XL needs the 'jxl' extra"), out.stdout + out.stderr
