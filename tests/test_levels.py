@@ -218,3 +218,31 @@ def test_edited_pairs_under_the_threshold_count_when_their_keypoints_match(tmp_p
         assert ["rocket.jpg", "rocket_edit.jpg"] in groups
     else:
         assert not any("rocket_edit.jpg" in g for g in groups)
+
+
+def test_duplicates_search_neighbours_with_a_short_hnsw_list(tmp_path, monkeypatch):
+    from lookalike import ann as ann_mod
+    from lookalike.grouping import DUPLICATES_EF
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, photos / p.name)
+    shutil.copy(DEMO / "cat.jpg", photos / "cat_copy.jpg")
+    seen = []
+    search_rows = ann_mod.AnnIndex.search_rows
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.ef_search)
+        return search_rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(ann_mod.AnnIndex, "search_rows", spy)
+    with Index.create(tmp_path / "idx", extractor="phash", ann="hnsw") as ix:
+        ix.add(photos, jobs=1)
+        structure = ix.vector_search()
+        assert structure.kind == "hnsw" and structure.ef_search == 512
+        assert _names(ix.duplicates(level="exact")) == [["cat.jpg", "cat_copy.jpg"]]
+        seen.clear()
+        ix.duplicates(level="edited")
+        assert seen and set(seen) == {DUPLICATES_EF}
+        assert ix.vector_search().ef_search == 512  # searches keep theirs
