@@ -213,21 +213,8 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
         if ann and ix.store.manifest.ann != ann:
             ix.set_ann(ann)
         for folder in folders:
-            update, bar = _progress(quiet, os.path.basename(os.path.abspath(folder)) or folder)
-            try:
-                report = ix.add(folder, jobs=jobs, batch_size=batch_size, include_hidden=hidden, progress=update,
-                                **({"shard": shard} if shard else {}))
-            except IndexInterrupted as e:
-                if bar:
-                    bar.close()
-                click.echo(
-                    f"Interrupted: {e.report.processed} files committed; run the same command again to resume.",
-                    err=True,
-                )
-                sys.exit(130)
-            finally:
-                if bar:
-                    bar.close()
+            report = _add_folder(ix, folder, quiet, jobs=jobs, batch_size=batch_size, include_hidden=hidden,
+                                 **({"shard": shard} if shard else {}))
             if as_json:
                 click.echo(json.dumps(_report_dict(report)))
             elif not quiet:
@@ -243,6 +230,23 @@ def _size(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
+
+
+def _add_folder(ix, folder: str, quiet: bool, **kw) -> IndexReport:
+    """``ix.add(folder)`` with a progress bar; on Ctrl-C, say how to resume and exit 130."""
+    update, bar = _progress(quiet, os.path.basename(os.path.abspath(folder)) or folder)
+    try:
+        return ix.add(folder, progress=update, **kw)
+    except IndexInterrupted as e:
+        if bar:
+            bar.close()
+            bar = None
+        click.echo(f"Interrupted: {e.report.processed} files committed; run the same command again to resume.",
+                   err=True)
+        sys.exit(130)
+    finally:
+        if bar:
+            bar.close()
 
 
 def _index_folder_for_duplicates(folder: str, index_dir, backend: dict) -> str:
@@ -262,19 +266,7 @@ def _index_folder_for_duplicates(folder: str, index_dir, backend: dict) -> str:
     with open_index(index_dir, None, create=True) as ix:
         if new:
             click.echo(f"note: new index with the default extractor: {default_description()}", err=True)
-        update, bar = _progress(False, os.path.basename(path) or path)
-        try:
-            report = ix.add(path, progress=update)
-        except IndexInterrupted as e:
-            if bar:
-                bar.close()
-            click.echo(f"Interrupted: {e.report.processed} files committed; run the same command again to resume.",
-                       err=True)
-            sys.exit(130)
-        finally:
-            if bar:
-                bar.close()
-        click.echo(_summary(report), err=True)
+        click.echo(_summary(_add_folder(ix, path, False)), err=True)
     return index_dir
 
 

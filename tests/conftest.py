@@ -54,6 +54,14 @@ def bench_dir() -> Path:
     return BENCH
 
 
+def demo_folder(folder: Path) -> Path:
+    """``folder`` (made here) holding copies of the bundled demo photos."""
+    folder.mkdir(parents=True)
+    for p in sorted(DEMO.glob("*.jpg")):
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
 def edit_photos(photos: Path) -> None:
     """One of each change an incremental run must see: 2 renames (one into a subfolder),
     1 deletion, 1 changed file, 1 new file and 1 byte-identical copy of a file."""

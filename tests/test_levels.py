@@ -14,7 +14,7 @@ from lookalike import Index, levels
 from lookalike.duplicates import DEFAULT_THRESHOLDS, keeper_rank
 from lookalike.errors import UsageError
 
-from .conftest import DEMO, run_cli
+from .conftest import DEMO, demo_folder, run_cli
 
 run = run_cli
 
@@ -107,10 +107,7 @@ def test_keeper_rules():
 @pytest.fixture
 def collection(tmp_path):
     """Demo photos, a byte copy, near copies, edited copies, and two different flat images."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    for p in sorted(DEMO.glob("*.jpg")):
-        shutil.copy(p, d / p.name)
+    d = demo_folder(tmp_path / "photos")
     cat = Image.open(DEMO / "cat.jpg").convert("RGB")
     shutil.copy(DEMO / "cat.jpg", d / "cat_copy.jpg")
     _save(cat.resize((cat.width // 2, cat.height // 2), Image.LANCZOS), d / "cat_half.jpg")
@@ -170,10 +167,7 @@ def test_cli_refuses_an_unknown_keeper_rule_in_one_line(collection):
 
 
 def test_duplicates_of_a_folder_indexes_it_in_the_cache(tmp_path, monkeypatch):
-    folder = tmp_path / "pics"
-    folder.mkdir()
-    for p in sorted(DEMO.glob("*.jpg")):
-        shutil.copy(p, folder / p.name)
+    folder = demo_folder(tmp_path / "pics")
     shutil.copy(DEMO / "cat.jpg", folder / "cat again.jpg")
     monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
     out = run("duplicates", folder, "--level", "exact")
@@ -202,10 +196,7 @@ def test_after_a_move_the_index_forgets_the_files_and_undo_brings_them_back(coll
 
 @pytest.mark.parametrize("keypoints", ["sift", "none"])
 def test_edited_pairs_under_the_threshold_count_when_their_keypoints_match(tmp_path, keypoints):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in sorted(DEMO.glob("*.jpg")):
-        shutil.copy(p, photos / p.name)
+    photos = demo_folder(tmp_path / "photos")
     rocket = Image.open(DEMO / "rocket.jpg").convert("RGB").rotate(25, resample=Image.BICUBIC, expand=True)
     w, h = rocket.size
     _save(rocket.crop((int(w * 0.15), int(h * 0.1), int(w * 0.8), int(h * 0.85))), photos / "rocket_edit.jpg", 85)
@@ -224,10 +215,7 @@ def test_duplicates_search_neighbours_with_a_short_hnsw_list(tmp_path, monkeypat
     from lookalike import ann as ann_mod
     from lookalike.grouping import DUPLICATES_EF
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in sorted(DEMO.glob("*.jpg")):
-        shutil.copy(p, photos / p.name)
+    photos = demo_folder(tmp_path / "photos")
     shutil.copy(DEMO / "cat.jpg", photos / "cat_copy.jpg")
     seen = []
     search_rows = ann_mod.AnnIndex.search_rows

@@ -4,7 +4,6 @@ index's trash folder and undo, under the CLI's safety rules (issue 18, item 5)."
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -15,17 +14,14 @@ from PIL import Image  # noqa: E402
 
 from lookalike import Index  # noqa: E402
 
-from .conftest import DEMO  # noqa: E402
+from .conftest import DEMO, demo_folder  # noqa: E402
 from .live_server import LiveServer  # noqa: E402
 
 TOKEN = "review-token"
 
 
 def _collection(base):
-    photos = base / "photos"
-    photos.mkdir()
-    for p in sorted(DEMO.glob("*.jpg")):
-        shutil.copy(p, photos / p.name)
+    photos = demo_folder(base / "photos")
     cat = Image.open(DEMO / "cat.jpg").convert("RGB")
     cat.resize((cat.width // 2, cat.height // 2), Image.LANCZOS).save(photos / "cat_half.jpg", quality=90)
     cat.save(photos / "cat_q30.jpg", quality=30)
