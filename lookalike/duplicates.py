@@ -91,9 +91,17 @@ def move_selected(index, ids: Sequence[int], dest: str, *, level: str = DEFAULT_
 
 
 def index_again(index, paths: Sequence[str]) -> list[str]:
-    """Index ``paths`` (files an undo put back) that the index does not list; returns them."""
+    """Index ``paths`` (files an undo put back) that the index does not list; returns them.
+
+    Through the roots they lie under (an incremental run of each: only what is missing
+    is embedded), never file by file: a file added on its own would become a root of
+    its own, and a later action or undo on it would be refused once it moved."""
+    from .roots import root_of
+
     known = {r.path for r in index.store.catalog.records(status="ok")}
     missing = [p for p in paths if p not in known and os.path.isfile(p)]
-    for p in missing:
-        index.add(p, jobs=1)
-    return missing
+    roots = index.store.catalog.root_records()
+    for root in sorted({r.path for p in missing if (r := root_of(p, roots)) is not None}):
+        index.add(root)
+    known = {r.path for r in index.store.catalog.records(status="ok")}
+    return [p for p in missing if p in known]

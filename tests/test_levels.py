@@ -192,6 +192,12 @@ def test_after_a_move_the_index_forgets_the_files_and_undo_brings_them_back(coll
     assert "indexed again: 3 files" in back.stderr
     with Index.open(idx) as ix:
         assert _names(ix.duplicates()) == [["cat.jpg", "cat_copy.jpg", "cat_half.jpg", "cat_q25.jpg"]]
+        assert ix.store.catalog.roots() == [str(folder)]  # indexed again through their folder
+    # and once more: files indexed again act and come back like the others
+    run("duplicates", "--index", idx, "--move-to", tmp_path / "moved2", "--yes", "--undo-log", tmp_path / "u2.jsonl")
+    assert not (folder / "cat_q25.jpg").exists()
+    assert run("undo", tmp_path / "u2.jsonl").returncode == 0
+    assert all((folder / n).exists() for n in ("cat_copy.jpg", "cat_half.jpg", "cat_q25.jpg"))
 
 
 @pytest.mark.parametrize("keypoints", ["sift", "none"])
