@@ -30,13 +30,26 @@ def committed_rows(idx) -> int:
         return 0
 
 
+#: SIGINT as a terminal's Ctrl-C finds a foreground command: a shell starts background jobs
+#: (a test run in one) with SIGINT ignored, and the command would keep ignoring it. It is
+#: restored in the fresh interpreter, not in a preexec_fn: forking this test process (which
+#: may hold gRPC threads from the Milvus tests) and running Python in the child can abort it.
+_FOREGROUND = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'lookalike'; runpy.run_module('lookalike.cli', run_name='__main__')"
+)
+
+
 def start_indexing(folder, idx):
-    cmd = [sys.executable, "-m", "lookalike.cli", "index", str(folder), "--index", str(idx),
+    cmd = [sys.executable, "-c", _FOREGROUND, "index", str(folder), "--index", str(idx),
            "--batch-size", "8", "--jobs", "2", "-q"]
-    # SIGINT as a terminal's Ctrl-C finds a foreground command: a shell starts background
-    # jobs (a test run in one) with SIGINT ignored, and the command would keep ignoring it
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc, timeout: float = 300) -> tuple[int, str]:
+    """Exit status and standard error of ``proc`` once it ends."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
 
 
 def wait_for_rows(proc, idx, at_least: int, timeout: float = 120) -> bool:
@@ -112,8 +125,8 @@ def test_sigkill_at_random_points_then_resume(image_folder, reference, tmp_path)
             assert len(paths) == len(set(paths))
             assert len(ix) == committed_rows(idx)  # every committed row belongs to one file
     assert kills >= 2
-    final = start_indexing(image_folder, idx)
-    assert final.wait(timeout=300) == 0, final.stderr.read()
+    code, err = finished(start_indexing(image_folder, idx))
+    assert code == 0, err
     got = vectors_by_path(idx)
     assert set(got) == set(reference)
     for path, vec in reference.items():
@@ -135,8 +148,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(image_folder, reference, tmp_path):
     assert "Traceback" not in err
     done = committed_rows(idx)
     assert 16 <= done < N_IMAGES
-    rerun = start_indexing(image_folder, idx)
-    assert rerun.wait(timeout=300) == 0
+    code, err = finished(start_indexing(image_folder, idx))
+    assert code == 0, err
     assert set(vectors_by_path(idx)) == set(reference)
 
 
@@ -150,8 +163,8 @@ def test_a_second_ctrl_c_stops_at_once_and_the_rerun_completes(image_folder, ref
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert "stopping after the current batch" in err or "stopped at once" in err
-    rerun = start_indexing(image_folder, idx)
-    assert rerun.wait(timeout=300) == 0
+    code, err = finished(start_indexing(image_folder, idx))
+    assert code == 0, err
     assert set(vectors_by_path(idx)) == set(reference)
     with Index.open(idx) as ix:
         assert ix.check() == []
