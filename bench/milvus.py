@@ -1,4 +1,5 @@
-"""The local backend and Milvus Lite side by side: insert rate, query latency, recall@10.
+"""The local backend, Milvus Lite and a Milvus server side by side: insert rate, index build,
+query latency, recall@10, memory.
 
 Synthetic vectors (unit-length samples around 2000 random centres with noise,
 as in ``bench/scale.py``) of the extractor's dimension are committed through
@@ -8,16 +9,24 @@ batch = one Milvus upsert + one SQLite transaction), as fake files
 through ``Index.search_vectors``: FAISS (HNSW from 50k vectors, as ``--ann
 auto`` chooses) for the local backend, the collection's HNSW for Milvus.
 Recall@10 is against exact search over the same stored (float16) vectors.
-Run from the repository root::
+"index build" is the local FAISS build, and for Milvus the flush at the end of
+a run plus, on a server, the wait until its index covers every vector (Milvus
+Lite indexes as it flushes). "peak memory" is this process's peak resident
+memory after that backend (local, Milvus Lite: they run inside it) and the
+server binary's own peak (``milvus run standalone``, read from /proc). Run from
+the repository root::
 
     .venv/bin/python bench/milvus.py                         # 100k x 128-d (the color extractor)
     .venv/bin/python bench/milvus.py --size 20000 --extractor cnn
+    tools/milvus_server.sh start /tmp/msrv /tmp/mdata        # then, with a server:
+    .venv/bin/python bench/milvus.py --server http://127.0.0.1:19530 --backends local,server
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +78,41 @@ def measure(ix, q: np.ndarray, truth: list[set[str]]) -> tuple[float, float, flo
     return float(np.percentile(times, 50)), float(np.percentile(times, 99)), found / (10 * len(q))
 
 
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory (VmHWM) of ``pid`` (default: this process), in MB."""
+    with open(f"/proc/{pid or 'self'}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def server_pid() -> int | None:
+    """The Milvus server binary on this machine (``milvus run standalone``), if one runs here."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) >= 3 and cmd[0].endswith(b"milvus") and cmd[1:3] == [b"run", b"standalone"]:
+                return int(entry)
+    return None
+
+
+def wait_indexed(ix, size: int, timeout: float = 7200) -> None:
+    """On a server: until the collection's index covers ``size`` vectors."""
+    coll = ix.backend.collection
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = coll.client.describe_index(coll.name, "vector")
+        if int(info.get("indexed_rows", 0)) >= size:
+            return
+        time.sleep(1)
+    raise TimeoutError("the server's index did not cover the vectors in time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=100_000)
@@ -76,33 +120,62 @@ def main() -> None:
     ap.add_argument("--extractor", default="color", help="its dimension is the vectors' (default: color, 128-d)")
     ap.add_argument("--batch", type=int, default=1000, help="vectors per commit")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--backends", default="local,lite", help="comma-separated: local, lite, server (default: %(default)s)")
+    ap.add_argument("--server", default=None, metavar="URI",
+                    help="a Milvus server for the 'server' backend (token: env LOOKALIKE_MILVUS_TOKEN)")
+    ap.add_argument("--collection", default="bench_milvus", help="the server collection (dropped first)")
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="lookalike-bench-milvus-")
+    wanted = args.backends.split(",")
+    if "server" in wanted and not args.server:
+        ap.error("--backends server needs --server URI")
+    places = {"local": ("local", os.path.join(workdir, "local"), {}),
+              "lite": ("Milvus Lite", os.path.join(workdir, "lite.db"), {}),
+              "server": ("Milvus server", args.server, {"collection": args.collection,
+                                                         "local": os.path.join(workdir, "server-catalog"),
+                                                         "token": os.environ.get("LOOKALIKE_MILVUS_TOKEN")})}
     rows = []
     truth: list[set[str]] | None = None
-    for name, location in (("local", os.path.join(workdir, "local")), ("Milvus Lite", os.path.join(workdir, "lite.db"))):
-        with open_index(location, args.extractor, create=True) as ix:
+    for key in wanted:
+        name, location, options = places[key]
+        if key == "server":
+            drop_collection(location, options)
+            shutil.rmtree(options["local"], ignore_errors=True)
+        with open_index(location, args.extractor, create=True, **options) as ix:
             dim = ix.extractor.dim
             matrix = vectors(args.size, dim)
             q = queries(matrix, args.queries)
             print(f"[{name}] inserting {args.size} x {dim}-d ...", file=sys.stderr, flush=True)
             insert_s = fill(ix, matrix, args.batch)
             t = time.perf_counter()
-            ix.update_ann(save=True)  # local: builds the FAISS structure; Milvus: nothing (it indexes on insert)
+            ix.update_ann(save=True)  # local: builds the FAISS structure; Milvus: flushes
+            if key == "server":
+                wait_indexed(ix, args.size)
             build_s = time.perf_counter() - t
             if truth is None:
                 truth = [{h.path for h in hits} for hits in ix.search_vectors(q, 10, exact=True)]
             ix.search_vectors(q[:5], 10)  # warm up (loads, first-call costs)
             p50, p99, recall = measure(ix, q, truth)
+            pid = server_pid() if key == "server" else None
+            memory = f"{peak_rss_mb(pid):,.0f} (server)" if pid else ("-" if key == "server" else f"{peak_rss_mb():,.0f}")
             rows.append([name, ix.ann_kind(), f"{args.size / insert_s:,.0f}", f"{build_s:.1f}",
-                         f"{p50:.2f}", f"{p99:.2f}", f"{recall:.3f}"])
+                         f"{p50:.2f}", f"{p99:.2f}", f"{recall:.3f}", memory])
             print(f"[{name}] done", file=sys.stderr, flush=True)
-    print("# lookalike: local backend vs Milvus Lite\n")
+    print("# lookalike: local backend and Milvus\n")
     print(f"Command: `{command_line()}`\n")
     print(f"{args.size:,} vectors of {dim} dimensions (extractor {args.extractor}), {args.queries} single "
           f"queries, commits of {args.batch}; {os.cpu_count()} CPUs.\n")
     print(markdown_table(["backend", "search", "insert (vectors/s)", "index build (s)", "query p50 (ms)",
-                          "query p99 (ms)", "recall@10 vs exact"], rows, numeric_from=2))
+                          "query p99 (ms)", "recall@10 vs exact", "peak memory (MB)"], rows, numeric_from=2))
+
+
+def drop_collection(uri: str, options: dict) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, **({"token": options["token"]} if options.get("token") else {}))
+    if client.has_collection(options["collection"]):
+        client.drop_collection(options["collection"])
+    client.close()
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def test_search_by_id_uses_the_ann_structure(tmp_path):
 def test_search_by_id_on_milvus_searches_the_whole_collection(tmp_path, tmp_path_factory):
     from lookalike.backends import path_id, shard_filter
 
-    from .test_backends import milvus_lite_problem
+    from .milvus_targets import lite_problem as milvus_lite_problem
 
     problem = milvus_lite_problem(tmp_path_factory)
     if problem:

@@ -70,6 +70,8 @@ PROPERTY = "lookalike."  # prefix of our collection properties
 MAX_LIMIT = 16384
 PATH_MAX = 4096
 
+log = logging.getLogger(__name__)
+
 
 class MilvusUnavailable(IndexStoreError, ImportError):
     """``pymilvus``/``milvus-lite`` are not installed."""
@@ -97,18 +99,29 @@ def _milvus_errors(what: str) -> Iterator[None]:
         raise MilvusError(f"Milvus: {what}: {getattr(e, 'message', None) or e}") from e
 
 
-def _drop_rpc_error_logs(record: logging.LogRecord) -> bool:
-    # pymilvus logs every failed call with a traceback before raising; we raise it as one
-    # MilvusError line (and expect one refusal on Milvus Lite), so the log is noise
-    return not str(record.msg).startswith("RPC error")
+def _drop_logs_of_raised_errors(record: logging.LogRecord) -> bool:
+    """pymilvus logs what went wrong in a call, with a traceback, just before it raises
+    (every warning and error of its call decorators; "Connection recovery failed" when the
+    server goes away): the error reaches the user as one MilvusError line (and Milvus
+    Lite is expected to refuse one call), so these records are noise."""
+    if record.name == "pymilvus.decorators" and record.levelno >= logging.WARNING:
+        return False
+    return not str(record.msg).startswith("Connection recovery failed")
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus installs a console handler of its own when imported: filter it (and the
+    logger it is on, for applications that log pymilvus elsewhere)."""
+    logger = logging.getLogger("pymilvus")
+    for target in (logger, logging.getLogger("pymilvus.decorators"), *logger.handlers):
+        if _drop_logs_of_raised_errors not in target.filters:
+            target.addFilter(_drop_logs_of_raised_errors)
 
 
 def connect(uri: str, token: str | None = None):
     """A ``MilvusClient`` for ``uri``; a ``.db`` path starts Milvus Lite on that file."""
     pymilvus = _pymilvus()
-    rpc_logger = logging.getLogger("pymilvus.decorators")
-    if _drop_rpc_error_logs not in rpc_logger.filters:
-        rpc_logger.addFilter(_drop_rpc_error_logs)
+    _quiet_pymilvus()
     if not is_server_uri(uri):
         uri = os.path.abspath(os.path.expanduser(uri))
         os.makedirs(os.path.dirname(uri), exist_ok=True)
@@ -163,6 +176,27 @@ def default_local_dir(uri: str, collection: str, shard: tuple[int, int] | None =
     return os.path.join(base, name)
 
 
+#: Seconds a command waits for a server to load a collection into memory (after a
+#: restart a server loads its collections again: 25-30 s for a few small ones).
+LOAD_TIMEOUT = 300.0
+
+
+def _load(client, uri: str, name: str) -> None:
+    """Make collection ``name`` searchable (a collection is, only once loaded); say so when
+    the server has to load it first, and give up, in one line, after :data:`LOAD_TIMEOUT`."""
+    state = str(client.get_load_state(name).get("state", "")) if is_server_uri(uri) else "Loaded"  # Lite: at once
+    if not state.endswith("Loaded"):
+        log.warning("Milvus at %s is loading collection %r into memory (after a restart this takes a while; "
+                    "waiting up to %.0f s)", uri, name, LOAD_TIMEOUT)
+    try:
+        client.load_collection(name, timeout=LOAD_TIMEOUT)  # idempotent when loaded
+    except _pymilvus().exceptions.MilvusException as e:
+        if "timeout" in str(e).lower() or "deadline" in str(e).lower():
+            raise MilvusError(f"Milvus at {uri} did not load collection {name!r} within {LOAD_TIMEOUT:.0f} s; "
+                              "try again once the server has settled") from e
+        raise
+
+
 # -- the collection ---------------------------------------------------------------------
 class Collection:
     """One Milvus collection holding an index's vectors; all Milvus calls go through here.
@@ -185,6 +219,7 @@ class Collection:
         self.dim = int(properties[PROPERTY + "dim"])
         self.encoding = properties[PROPERTY + "encoding"]
         self.index_type = index_type
+        self._searched = False
 
     @property
     def milvus_metric(self) -> str:
@@ -202,7 +237,7 @@ class Collection:
             index_type = "?"
             for index_name in client.list_indexes(name):
                 index_type = client.describe_index(name, index_name).get("index_type", "?")
-            client.load_collection(name)  # a collection is searchable only once loaded (idempotent)
+            _load(client, uri, name)
         if PROPERTY + "extractor" not in props:
             raise NotAnIndex(f"Milvus collection {name!r} at {uri} was not made by lookalike "
                              f"(no {PROPERTY}extractor property)")
@@ -250,6 +285,11 @@ class Collection:
                 last = e
                 if encoding == "binary" and "BinaryVector" in str(e):
                     continue
+                # writers started at once on a new collection (``--shard i/n``) race to make
+                # it: the one that lost opens the winner's (its extractor is checked after)
+                theirs = cls.open(client, uri, name)
+                if theirs is not None:
+                    return theirs
                 raise MilvusError(f"Milvus: cannot create collection {name!r} at {uri}: {e}") from e
             return cls(client, uri, name, properties, index_type)
         raise MilvusError(f"Milvus: cannot create collection {name!r} at {uri}: {last}")
@@ -312,11 +352,19 @@ class Collection:
             params = {"ef": max(self.ef, limit)}
         elif "IVF" in self.index_type:
             params = {"nprobe": self.nprobe}
+        # Strong consistency waits for the server's next time tick (about 200 ms on Milvus
+        # 2.3) on every search. The first search of this process is Strong, so it sees
+        # every write made before it (another process's `lookalike index`); later ones are
+        # Session: this process's own writes at once, other writers' within moments.
+        level = "Session" if self._searched else "Strong"
         with _milvus_errors(f"search {self.name!r}"):
-            return self.client.search(
+            found = self.client.search(
                 self.name, data=self.encode(vectors), limit=limit, anns_field="vector",
                 output_fields=["path"], search_params={"metric_type": self.milvus_metric, "params": params},
+                consistency_level=level,
             )
+        self._searched = True
+        return found
 
 
 def _index_choice(encoding: str, ann: str) -> tuple[str, str, dict]:
