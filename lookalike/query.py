@@ -36,7 +36,7 @@ from PIL import Image
 
 from . import decode
 from .errors import LookalikeError
-from .search import COPY_CANDIDATES, LiveSet, SearchResult, copies_first
+from .search import COPY_CANDIDATES, LiveSet, SearchResult, copies_first, copy_paths
 from .sources import display_path
 from .verify import Features, Match, detect, verify_query
 
@@ -167,11 +167,12 @@ def robust_search(index: "Index", query: "Query", k: int | None, verify: bool | 
     ext = index.extractor
     if (augment or copy_regions) and ext.copies_first:
         # regions of the query searched by the copy descriptor alone: the files they
-        # find are kept when their copy score says they are copies
+        # find are kept when the copy scores say they are copies
         threshold = ext.copy_threshold()
-        found = region_candidates(index, pixels, set(), COPY_CANDIDATES)
-        copies = {h.path for h in found if h.copy_score is not None and h.copy_score >= threshold}
-        hits = copies_first(_best_per_file([hits, [h for h in found if h.path in copies]]), threshold)
+        regions = region_views(index, pixels, COPY_CANDIDATES)
+        copies = copy_paths([hits, *regions], threshold, ext.best_of_view())
+        found = _best_per_file(regions)
+        hits = copies_first(_best_per_file([hits, [h for h in found if h.path in copies]]), threshold, copies)
     if not verify:
         return _ranked(hits, k)
     # only the best candidates are verified, whatever k is; regions of the
@@ -189,15 +190,19 @@ def _ranked(hits: list[SearchResult], k: int | None) -> list[SearchResult]:
     return [replace(h, rank=i) for i, h in enumerate(hits[:k] if k is not None else hits, 1)]
 
 
-def region_candidates(index: "Index", pixels: np.ndarray, taken: set[str], n: int) -> list[SearchResult]:
-    """Up to ``n`` files, not in ``taken``, best matched by regional vectors of the query."""
+def region_views(index: "Index", pixels: np.ndarray, n: int) -> list[list[SearchResult]]:
+    """The best ``n`` hits of each regional vector of the query (an extractor's
+    ``embed_regions``; none without)."""
     regions = getattr(index.extractor, "embed_regions", None)
     if regions is None:
         return []
     vectors = regions(pixels, MIN_COPY_REGION_SIDE if index.extractor.copies_first else MIN_REGION_SIDE)
-    if not len(vectors):
-        return []
-    return _best_per_file(index.search_vectors(vectors, n + len(taken)), taken)[:n]
+    return index.search_vectors(vectors, n) if len(vectors) else []
+
+
+def region_candidates(index: "Index", pixels: np.ndarray, taken: set[str], n: int) -> list[SearchResult]:
+    """Up to ``n`` files, not in ``taken``, best matched by regional vectors of the query."""
+    return _best_per_file(region_views(index, pixels, n + len(taken)), taken)[:n]
 
 
 def candidate_features(index: "Index", paths: Sequence[str], live: LiveSet | None = None) -> list[Features | None]:

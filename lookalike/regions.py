@@ -54,3 +54,25 @@ def rectangles(image: np.ndarray, limit: int = 8) -> list[tuple[int, int, int, i
             if len(out) >= limit:
                 break
     return out
+
+
+def copy_windows(image: np.ndarray, min_side: int) -> list[np.ndarray]:
+    """Regions of ``image`` a copy descriptor looks at on their own: windows of 40% and 60%
+    of each side, overlapping by half, and the :func:`rectangles` outlined by its edges;
+    each at least ``min_side`` pixels on its shorter side. A picture pasted into a larger
+    one meets its original at about its own scale in one of them."""
+    h, w = image.shape[:2]
+    windows = []
+    for fraction in (0.4, 0.6):
+        ch, cw = round(h * fraction), round(w * fraction)
+        if min(ch, cw) < min_side:
+            continue
+        steps = max(1, round((1 - fraction) / (fraction / 2)))
+        for i in range(steps + 1):
+            for j in range(steps + 1):
+                top, left = round(i * (h - ch) / steps), round(j * (w - cw) / steps)
+                windows.append(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
+    for x, y, bw, bh in rectangles(image):
+        if min(bw, bh) >= min_side:
+            windows.append(np.ascontiguousarray(image[y : y + bh, x : x + bw]))
+    return windows

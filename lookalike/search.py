@@ -193,10 +193,30 @@ def with_copy_scores(extractor, live: LiveSet, queries: np.ndarray,
     return out
 
 
-def copies_first(hits: list[SearchResult], threshold: float) -> list[SearchResult]:
-    """Hits whose copy score reaches ``threshold`` first, best copy score first (ties
-    by path); the others after them in their given order; ranks renumbered."""
-    copies = sorted((h for h in hits if h.copy_score is not None and h.copy_score >= threshold),
+def copy_paths(views: list[list[SearchResult]], threshold: float,
+               best_of_view: tuple[float, float] | None = None) -> set[str]:
+    """The files that are copies by the hits of a query's views (the whole query, its
+    regions): a copy score of at least ``threshold``, or, with ``best_of_view = (floor,
+    margin)``, a view's best hit whose copy score is at least ``floor`` and ``margin``
+    ahead of that view's next file (a copy under the strict threshold still stands out
+    among its own query's hits; a query with no copy meets a crowd of similar scores)."""
+    found: set[str] = set()
+    for hits in views:
+        scored = sorted((h for h in hits if h.copy_score is not None), key=lambda h: (-(h.copy_score or 0.0), h.path))
+        found.update(h.path for h in scored if (h.copy_score or 0.0) >= threshold)
+        if best_of_view is not None and len(scored) >= 2:
+            floor, margin = best_of_view
+            first, second = scored[0].copy_score or 0.0, scored[1].copy_score or 0.0
+            if first >= floor and first - second >= margin:
+                found.add(scored[0].path)
+    return found
+
+
+def copies_first(hits: list[SearchResult], threshold: float, also: set[str] | frozenset[str] = frozenset()) -> list[SearchResult]:
+    """Hits whose copy score reaches ``threshold`` (and those in ``also``, copies by
+    :func:`copy_paths`) first, best copy score first (ties by path); the others after
+    them in their given order; ranks renumbered."""
+    copies = sorted((h for h in hits if h.copy_score is not None and (h.copy_score >= threshold or h.path in also)),
                     key=lambda h: (-(h.copy_score or 0.0), h.path))
     taken = {h.path for h in copies}
     ordered = copies + [h for h in hits if h.path not in taken]

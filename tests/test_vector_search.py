@@ -122,6 +122,25 @@ def test_copies_first_by_hand():
     assert [h.path for h in copies_first(hits, 0.9)] == ["a", "b", "c", "d", "e"]  # no copy: order kept
 
 
+def test_copy_paths_take_a_view_s_best_hit_only_when_it_stands_out():
+    from lookalike.search import SearchResult, copies_first, copy_paths
+
+    def view(*scores):
+        return [SearchResult(i + 1, p, 0.5, i, copy_score=c) for i, (p, c) in enumerate(scores)]
+
+    ahead = view(("x", 0.30), ("y", 0.05), ("z", 0.02))  # under the threshold, far ahead of the rest
+    crowd = view(("u", 0.30), ("v", 0.27), ("w", 0.25))  # as high, but among equals
+    low = view(("p", 0.12), ("q", -0.2))  # far ahead, under the floor
+    strict = view(("s", 0.6), ("t", 0.55))  # both over the threshold
+    rule = (0.2, 0.1)
+    assert copy_paths([ahead, crowd, low, strict], 0.5) == {"s", "t"}
+    assert copy_paths([ahead, crowd, low, strict], 0.5, rule) == {"x", "s", "t"}
+    assert copy_paths([view(("x", 0.9))], 0.95, rule) == set()  # one hit: nothing to stand out from
+    merged = ahead + crowd
+    ordered = copies_first(merged, 0.5, copy_paths([ahead, crowd], 0.5, rule))
+    assert ordered[0].path == "x" and [h.rank for h in ordered] == list(range(1, 7))
+
+
 def test_rectangles_find_a_picture_pasted_on_a_page():
     from lookalike.regions import rectangles
 

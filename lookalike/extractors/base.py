@@ -97,6 +97,12 @@ class Extractor(ABC):
         """The copy score from which a hit counts as a copy."""
         raise NotImplementedError
 
+    def best_of_view(self) -> tuple[float, float] | None:
+        """``(floor, margin)``: in one view of a query, the best hit is also a copy when its
+        copy score is at least ``floor`` and ``margin`` ahead of the next file's
+        (:func:`lookalike.search.copy_paths`); ``None``: no such rule."""
+        return None
+
     # -- learned state (e.g. a visual vocabulary), stored in the index -------
     #: True for extractors that must :meth:`fit` on sample images before embedding.
     trainable: ClassVar[bool] = False

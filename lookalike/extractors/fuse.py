@@ -20,7 +20,7 @@ import numpy as np
 
 from . import registry
 from ..errors import UsageError
-from ..regions import rectangles
+from ..regions import copy_windows
 from .base import Extractor, l2_normalise
 
 _SPEEDS = ("fast", "medium", "slow")
@@ -157,31 +157,22 @@ class FuseExtractor(Extractor):
         assert found is not None, "copy_threshold of a fuse without a copy descriptor"
         return found[0].copy_threshold()
 
+    def best_of_view(self) -> tuple[float, float] | None:
+        found = self._copy_part()
+        return None if found is None else found[0].best_of_view()
+
     def embed_regions(self, image: np.ndarray, min_side: int) -> np.ndarray:
         """Vectors of regions of ``image`` for the copy part alone (the other parts
         zero), so a search with them ranks by the copy descriptor: windows of 40% and
         60% of each side, overlapping by half, at least ``min_side`` pixels, and the
-        rectangles outlined by the query's edges (:func:`lookalike.regions.rectangles`).
+        rectangles outlined by the query's edges (:func:`lookalike.regions.copy_windows`).
         A picture pasted into a larger one meets its original at about its own
         scale. Empty without a copy part."""
         found = self._copy_part()
         if found is None:
             return np.zeros((0, self.dim), np.float32)
         part, start = found
-        h, w = image.shape[:2]
-        windows = []
-        for fraction in (0.4, 0.6):
-            ch, cw = round(h * fraction), round(w * fraction)
-            if min(ch, cw) < min_side:
-                continue
-            steps = max(1, round((1 - fraction) / (fraction / 2)))
-            for i in range(steps + 1):
-                for j in range(steps + 1):
-                    top, left = round(i * (h - ch) / steps), round(j * (w - cw) / steps)
-                    windows.append(np.ascontiguousarray(image[top : top + ch, left : left + cw]))
-        for x, y, bw, bh in rectangles(image):  # pictures inside the query, outlined by edges
-            if min(bw, bh) >= min_side:
-                windows.append(np.ascontiguousarray(image[y : y + bh, x : x + bw]))
+        windows = copy_windows(image, min_side)
         out = np.zeros((len(windows), self.dim), np.float32)
         if windows:
             index = self.parts.index(part)

@@ -63,6 +63,18 @@ def background_term(queries: np.ndarray, background: np.ndarray, n: int = BACKGR
 
 
 @functools.lru_cache(maxsize=None)
+def best_of_view(model: str) -> tuple[float, float] | None:
+    """The measured ``(floor, margin)`` of ``model`` (``tools/calibrate_copy_margin.py``), if any."""
+    try:
+        meta = json.loads((MODELS_DIR / "sscd_background.json").read_text(encoding="utf-8"))
+        rule = meta["models"][model].get("best_of_view")
+        return (float(rule["floor"]), float(rule["margin"])) if rule else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LookalikeError(f"lookalike's copy-score file {MODELS_DIR / 'sscd_background.json'} is missing or "
+                             f"damaged ({type(e).__name__}: {e}); reinstall lookalike") from None
+
+
+@functools.lru_cache(maxsize=None)
 def background(model: str) -> tuple[np.ndarray, float]:
     """The shipped background vectors of ``model`` (float32) and its copy threshold."""
     path = MODELS_DIR / f"sscd_background_{model}.npy"
@@ -144,6 +156,9 @@ class SscdExtractor(Extractor):
     def copy_threshold(self) -> float:
         """The copy score above which a hit counts as a copy."""
         return background(self.model)[1]
+
+    def best_of_view(self) -> tuple[float, float] | None:
+        return best_of_view(self.model)
 
     @property
     def min_side(self) -> int:
