@@ -416,7 +416,7 @@ def _query_argument(query: str, max_pixels: int):
         if not data:
             raise click.UsageError("QUERY '-': standard input is empty; pipe an image in (lookalike search - < photo.jpg)")
         try:
-            return decode.decode_bytes(data, max_pixels=max_pixels).pixels
+            return decode.decode_bytes(data, max_pixels=max_pixels, raw=None).pixels  # stdin: no name
         except decode.DecodeError as e:
             raise click.ClickException(f"-: the image on standard input: {e}") from None
     if "://" in query.split("/", 3)[0] + "//" and query.split("://", 1)[0].isalpha():

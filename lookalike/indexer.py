@@ -27,7 +27,7 @@ from .errors import LookalikeError, PathNotFound
 from .verify import detect as detect_keypoints
 from .extractors import Extractor, registry
 from .roots import Root, identify
-from .sources import FileEntry, content_hash, display_path, walk
+from .sources import FileEntry, content_hash, display_path, is_raw_name, walk
 from .store import FileRecord, IndexStore
 
 #: Skip reasons worth retrying on the next run even if the file did not change.
@@ -111,7 +111,8 @@ def _load(entry: FileEntry) -> tuple:
         digest = content_hash(data)
         if digest in _worker["known"]:
             return entry, digest, None, None, None, None, None, None
-        img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"])
+        img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"],
+                                  raw=is_raw_name(entry.path))
         prepared = extractor.prepare(img.pixels)
         features = detect_keypoints(img.pixels, _worker["local"], (img.width, img.height)) if _worker.get("local") else None
         return entry, digest, img.width, img.height, prepared, None, None, features

@@ -20,6 +20,19 @@ IMAGE_EXTENSIONS = frozenset(
         ".tga", ".jp2", ".ico", ".jxl",
     }
 )
+#: Camera RAW files (decoded through rawpy, the ``raw`` extra).
+RAW_EXTENSIONS = frozenset(
+    {
+        ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
+        ".pef", ".srw", ".rwl", ".3fr", ".erf", ".kdc", ".mrw", ".x3f", ".iiq", ".mos",
+    }
+)
+IMAGE_EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
+
+
+def is_raw_name(name: str) -> bool:
+    """A camera RAW file name (by its extension)."""
+    return os.path.splitext(name)[1].lower() in RAW_EXTENSIONS
 
 
 #: A folder holding a file of this name is not walked (e.g. where duplicates were moved to).

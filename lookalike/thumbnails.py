@@ -24,28 +24,33 @@ PLACEHOLDER = (200, 200, 200)
 Source = str | os.PathLike | bytes
 
 
-def decode_small(source: Source, size: int, max_pixels: int = decode.DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_small(source: Source, size: int, max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+                 raw: bool = False) -> Image.Image:
     """``source`` decoded to an RGB image no smaller than needed for a ``size`` px thumbnail
     (a JPEG at a reduced DCT scale, its shorter side still at least ``size``; see
-    :func:`lookalike.decode.decode_bytes`). Raises :class:`lookalike.decode.DecodeError`."""
+    :func:`lookalike.decode.decode_bytes`; ``raw``: bytes of a camera RAW file). Raises
+    :class:`lookalike.decode.DecodeError`."""
     if isinstance(source, bytes):
-        decoded = decode.decode_bytes(source, min_side=size, max_pixels=max_pixels)
+        decoded = decode.decode_bytes(source, min_side=size, max_pixels=max_pixels, raw=raw)
     else:
         decoded = decode.decode_file(source, min_side=size, max_pixels=max_pixels)
     return Image.fromarray(decoded.pixels)
 
 
-def thumbnail(source: Source, size: int, max_pixels: int = decode.DEFAULT_MAX_PIXELS) -> Image.Image:
+def thumbnail(source: Source, size: int, max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+              raw: bool = False) -> Image.Image:
     """``source`` shrunk (bicubic, never enlarged) to fit in ``size x size``, aspect ratio kept.
     Raises :class:`lookalike.decode.DecodeError`."""
-    img = decode_small(source, size, max_pixels)
+    img = decode_small(source, size, max_pixels, raw)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     return img
 
 
-def jpeg(source: Source, size: int, quality: int = 85, max_pixels: int = decode.DEFAULT_MAX_PIXELS) -> bytes:
-    """The :func:`thumbnail` of ``source`` as JPEG bytes. Raises :class:`lookalike.decode.DecodeError`."""
-    return _jpeg_bytes(thumbnail(source, size, max_pixels), quality)
+def jpeg(source: Source, size: int, quality: int = 85, max_pixels: int = decode.DEFAULT_MAX_PIXELS,
+         raw: bool = False) -> bytes:
+    """The :func:`thumbnail` of ``source`` as JPEG bytes (``raw``: bytes of a camera RAW file).
+    Raises :class:`lookalike.decode.DecodeError`."""
+    return _jpeg_bytes(thumbnail(source, size, max_pixels, raw), quality)
 
 
 def data_uri(path: str | os.PathLike, size: int = 160, quality: int = 70) -> str | None:

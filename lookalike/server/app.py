@@ -57,6 +57,7 @@ from ..errors import NotTrained
 from ..backends import is_server_uri, open_index
 from ..index import VERIFY_CANDIDATES, Index, NoKeypoints, QueryError
 from ..store import IndexStoreError
+from ..sources import is_raw_name
 from ..errors import LookalikeError, UsageError
 
 log = logging.getLogger("lookalike.server")
@@ -350,11 +351,13 @@ def _search(ix: Index, pixels: np.ndarray, k: int, verify: int) -> list[dict]:
         raise _decode_error(decode.DecodeError(e.reason, e.detail)) from None
 
 
-def _search_pixels(ix: Index, data: bytes, k: int, max_pixels: int, verify: int = 0) -> tuple[list, int, int]:
+def _search_pixels(ix: Index, data: bytes, k: int, max_pixels: int, verify: int = 0,
+                   raw: bool | None = False) -> tuple[list, int, int]:
     if verify:
         _need_keypoints(ix)
     try:  # verification matches keypoints: it needs the image at full size
-        decoded = decode.decode_bytes(data, min_side=None if verify else ix.extractor.min_side, max_pixels=max_pixels)
+        decoded = decode.decode_bytes(data, min_side=None if verify else ix.extractor.min_side, max_pixels=max_pixels,
+                                      raw=raw)
     except decode.DecodeError as e:
         raise _decode_error(e) from None
     return _search(ix, decoded.pixels, k, verify), decoded.width, decoded.height
@@ -373,7 +376,7 @@ def _search_id(ix: Index, file_id: int, k: int, max_pixels: int, verify: int = 0
         _need_keypoints(ix)
         path, data = _read_indexed(ix, file_id)
         try:
-            pixels = decode.decode_bytes(data, max_pixels=max_pixels).pixels
+            pixels = decode.decode_bytes(data, max_pixels=max_pixels, raw=is_raw_name(path)).pixels
         except decode.DecodeError as e:
             raise _undecodable(file_id, e) from None
         return _search(ix, pixels, k, verify), path
@@ -490,7 +493,7 @@ def _thumbnail(ix: Index, file_id: int, size: int, max_pixels: int, cache: _Thum
     finally:
         os.close(fd)
     try:
-        out = thumbnails.jpeg(data, size, quality=85, max_pixels=max_pixels)
+        out = thumbnails.jpeg(data, size, quality=85, max_pixels=max_pixels, raw=is_raw_name(path))
     except decode.DecodeError as e:
         raise _undecodable(file_id, e) from None
     cache.put(key, out)
@@ -816,8 +819,9 @@ def create_app(
         if len(data) > max_upload:
             raise ApiError(413, "upload_too_large", f"the image is over the limit of {max_upload} bytes (lookalike serve --max-upload)")
         checked = candidates if verify else 0
-        (hits, width, height), took = await searched(views.call(_search_pixels, data, k, max_pixels, checked))
         name = os.path.basename(image.filename or "") or None
+        raw = True if name and is_raw_name(name) else None  # else tried as RAW if nothing else reads it
+        (hits, width, height), took = await searched(views.call(_search_pixels, data, k, max_pixels, checked, raw))
         return {"query": {"kind": "upload", "filename": name, "width": width, "height": height},
                 "k": k, "hits": hits, "took_ms": took, "verified": verify, "candidates": checked or None}
 
