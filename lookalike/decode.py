@@ -205,15 +205,14 @@ def _decode_raw(data: bytes, min_side: int | None, max_pixels: int, pillow_next:
     if rawpy is None:
         raise DecodeError(SkipReason.NOT_AN_IMAGE, RAW_EXTRA)
     try:
-        raw = rawpy.imread(io.BytesIO(data))
+        with _native_stderr_quiet():
+            raw = rawpy.imread(io.BytesIO(data))
     except rawpy.LibRawError as e:
         if not pillow_next:  # unnamed bytes that neither Pillow nor LibRaw can read
             raise Image.UnidentifiedImageError("not a recognised image format") from None
         if isinstance(e, rawpy.LibRawFileUnsupportedError):
             return _decode(data, min_side, max_pixels)
-        if isinstance(e, rawpy.LibRawIOError):
-            raise DecodeError(SkipReason.TRUNCATED, f"LibRaw: {e}") from None
-        raise DecodeError(SkipReason.DECODE_ERROR, f"LibRaw: {type(e).__name__}: {e}") from None
+        raise _libraw_error(rawpy, e) from None
     with raw:
         sizes = raw.sizes
         width, height = (sizes.height, sizes.width) if sizes.flip in (5, 6) else (sizes.width, sizes.height)
@@ -222,8 +221,40 @@ def _decode_raw(data: bytes, min_side: int | None, max_pixels: int, pillow_next:
         if width * height > max_pixels:
             raise DecodeError(SkipReason.TOO_LARGE, f"{width}x{height} = {width * height} pixels, limit is {max_pixels}")
         half = bool(min_side) and min(width, height) >= 2 * (min_side or 0)
-        pixels = raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half)
+        try:
+            with _native_stderr_quiet():
+                pixels = raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half)
+        except rawpy.LibRawError as e:
+            raise _libraw_error(rawpy, e) from None
     return Decoded(np.ascontiguousarray(pixels), width, height)
+
+
+def _libraw_error(rawpy, e: Exception) -> DecodeError:
+    if isinstance(e, rawpy.LibRawIOError):  # LibRaw's word for data that ends early
+        return DecodeError(SkipReason.TRUNCATED, "LibRaw: the file ends before its image data does")
+    return DecodeError(SkipReason.DECODE_ERROR, f"LibRaw: {type(e).__name__}: {e}")
+
+
+#: Set in indexing worker processes: LibRaw prints its own complaints about a bad file
+#: ("unknown file: Unexpected end of file") straight to file descriptor 2, beside the one
+#: line lookalike gives; a worker has nothing else to say there, so they are dropped.
+QUIET_NATIVE_STDERR = False
+
+
+@contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    if not QUIET_NATIVE_STDERR:
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def pixels_of(

@@ -90,6 +90,7 @@ def _worker_init(
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from the worker processes
+        decode.QUIET_NATIVE_STDERR = True  # a bad file's reason comes back as one line; no C library's own
     _worker["extractor"] = registry.create(spec)
     _worker["max_pixels"] = max_pixels
     _worker["known"] = known_hashes

@@ -64,6 +64,15 @@ def test_broken_raw_files_are_skipped_with_a_reason(cat_dng, tmp_path):
             decode.decode_file(bad)
         assert e.value.reason in (decode.SkipReason.TRUNCATED, decode.SkipReason.DECODE_ERROR,
                                   decode.SkipReason.NOT_AN_IMAGE), e.value
+    # indexed by worker processes: one summary line, not LibRaw's own complaints on stderr
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in (cut, junk, cat_dng):
+        shutil.move(p, folder / p.name)
+    out = subprocess.run([sys.executable, "-m", "lookalike.cli", "index", str(folder), "--index", str(tmp_path / "idx"),
+                          "-e", "phash", "-j", "2"], capture_output=True, text=True)
+    assert out.returncode == 0 and "1 added" in out.stdout + out.stderr and "2 skipped" in out.stdout + out.stderr, out
+    assert "Unexpected end of file" not in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_raw_files_are_indexed_and_found_by_their_jpeg(tmp_path, cat_dng):
