@@ -20,6 +20,7 @@ the repository root::
     .venv/bin/python bench/milvus.py --size 20000 --extractor cnn
     tools/milvus_server.sh start /tmp/msrv /tmp/mdata        # then, with a server:
     .venv/bin/python bench/milvus.py --server http://127.0.0.1:19530 --backends local,server
+    .venv/bin/python bench/milvus.py --server http://127.0.0.1:19530 --agreement ../shared/bench --extractor cnn
 """
 
 from __future__ import annotations
@@ -124,8 +125,18 @@ def main() -> None:
     ap.add_argument("--server", default=None, metavar="URI",
                     help="a Milvus server for the 'server' backend (token: env LOOKALIKE_MILVUS_TOKEN)")
     ap.add_argument("--collection", default="bench_milvus", help="the server collection (dropped first)")
+    ap.add_argument("--agreement", type=Path, default=None, metavar="BENCH",
+                    help="instead: a benchmark folder's gallery on the local backend and the server; "
+                         "how often both rank the same file first")
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="lookalike-bench-milvus-")
+    if args.agreement:
+        if not args.server:
+            ap.error("--agreement needs --server URI")
+        agreement(args.agreement, args.extractor, args.server,
+                  {"collection": args.collection, "local": os.path.join(workdir, "server-catalog"),
+                   "token": os.environ.get("LOOKALIKE_MILVUS_TOKEN")}, workdir)
+        return
     wanted = args.backends.split(",")
     if "server" in wanted and not args.server:
         ap.error("--backends server needs --server URI")
@@ -167,6 +178,33 @@ def main() -> None:
           f"queries, commits of {args.batch}; {os.cpu_count()} CPUs.\n")
     print(markdown_table(["backend", "search", "insert (vectors/s)", "index build (s)", "query p50 (ms)",
                           "query p99 (ms)", "recall@10 vs exact", "peak memory (MB)"], rows, numeric_from=2))
+
+
+def agreement(bench: Path, extractor: str, server: str, options: dict, workdir: str) -> None:
+    """The bench gallery in a local index and in a collection of the server, every bench
+    query searched in both with the same vector: how often the first hit is the same
+    file, and how many of the ten are."""
+    import csv
+
+    drop_collection(server, options)
+    shutil.rmtree(options["local"], ignore_errors=True)
+    local_dir = os.path.join(workdir, "agreement-local")
+    shutil.rmtree(local_dir, ignore_errors=True)
+    with open_index(local_dir, extractor, create=True, keypoints=None) as local, \
+            open_index(server, extractor, create=True, keypoints=None, **options) as remote:
+        for ix in (local, remote):
+            for part in ("originals", "distractors"):
+                ix.add(bench / part)
+        rows = list(csv.DictReader(open(bench / "ground_truth.csv")))
+        same1 = overlap = 0
+        for row in rows:
+            v = local.embed(bench / row["query"])[None]
+            a, b = local.search_vectors(v, 10)[0], remote.search_vectors(v, 10)[0]
+            same1 += a[0].path == b[0].path
+            overlap += len({h.path for h in a} & {h.path for h in b})
+        print(f"\nBench gallery ({len(local)} images, extractor {extractor}), {len(rows)} queries: top-1 the same file "
+              f"{same1 / len(rows):.4f}, top-10 overlap {overlap / (10 * len(rows)):.4f} "
+              f"(local {local.ann_kind()}, server {remote.ann_kind()}).")
 
 
 def drop_collection(uri: str, options: dict) -> None:
