@@ -332,7 +332,7 @@ def _folder_nodes(index, folder: str) -> _Nodes:
     for e in walk(folder):
         try:
             vecs.append(index.embed(e.path))
-            hashes.append(content_hash(read_file(e.path)))
+            hashes.append(content_hash(read_file(e.path), index.store.manifest.content_hash))
         except (QueryError, DecodeError):
             if len(vecs) > len(hashes):
                 vecs.pop()

@@ -17,7 +17,7 @@ from .extractors import Extractor, registry
 from .query import MIN_REGION_SIDE, VERIFY_CANDIDATES, NoKeypoints, QueryError, query_views  # noqa: F401 (API)
 from .search import COPY_CANDIDATES, LiveSet, SearchBackend, SearchResult, VectorSearch, copies_first, with_copy_scores
 from .shards import shard_filter
-from .sources import display_path
+from .sources import DEFAULT_CONTENT_HASH, display_path
 from .store import FileRecord, IndexDamaged, IndexStore, Manifest
 from .verify import Match, settings as keypoint_settings
 from .version import __version__
@@ -530,7 +530,8 @@ def new_manifest(ext: Extractor, ann: str = "auto", storage: str | None = None,
         if dtype not in ("float16", "float32"):
             raise UsageError("storage must be 'float16' or 'float32'")
     return Manifest(extractor=ext.spec(), dim=ext.dim, dtype=dtype, metric=ext.metric,
-                    lookalike_version=__version__, ann=ann, local=keypoint_settings(keypoints))
+                    lookalike_version=__version__, ann=ann, local=keypoint_settings(keypoints),
+                    content_hash=DEFAULT_CONTENT_HASH)
 
 
 def take_state(store: IndexStore, ext: Extractor) -> None:

@@ -27,15 +27,16 @@ from .errors import LookalikeError, PathNotFound
 from .verify import detect as detect_keypoints
 from .extractors import Extractor, registry
 from .roots import Root, identify
-from .sources import FileEntry, content_hash, display_path, is_raw_name, walk
+from .sources import DEFAULT_CONTENT_HASH, FileEntry, content_hash, display_path, is_raw_name, walk
 from .store import FileRecord, IndexStore
 
 #: Skip reasons worth retrying on the next run even if the file did not change.
 RETRY_REASONS = {"unreadable", "vanished", "too_large"}
 
 ProgressFn = Callable[[int, int], None]
-#: What :func:`_worker_init` is called with: extractor spec, max_pixels, known hashes, keypoints spec.
-WorkerArgs = tuple[dict, int, frozenset[str], dict | None]
+#: What :func:`_worker_init` is called with: extractor spec, max_pixels, known hashes,
+#: keypoints spec, the index's content hash.
+WorkerArgs = tuple[dict, int, frozenset[str], dict | None, str]
 
 
 @dataclass
@@ -80,7 +81,8 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_init(
-    spec: dict, max_pixels: int, known_hashes: frozenset[str], local_spec: dict | None = None, in_worker: bool = True
+    spec: dict, max_pixels: int, known_hashes: frozenset[str], local_spec: dict | None = None,
+    hash_name: str = DEFAULT_CONTENT_HASH, in_worker: bool = True,
 ) -> None:
     if in_worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
@@ -95,6 +97,7 @@ def _worker_init(
     _worker["max_pixels"] = max_pixels
     _worker["known"] = known_hashes
     _worker["local"] = local_spec
+    _worker["hash"] = hash_name
 
 
 def _load(entry: FileEntry) -> tuple:
@@ -109,7 +112,7 @@ def _load(entry: FileEntry) -> tuple:
     digest = None
     try:
         data = decode.read_file(entry.path)
-        digest = content_hash(data)
+        digest = content_hash(data, _worker["hash"])
         if digest in _worker["known"]:
             return entry, digest, None, None, None, None, None, None
         img = decode.decode_bytes(data, min_side=extractor.min_side, max_pixels=_worker["max_pixels"],
@@ -231,6 +234,7 @@ def index_folder(
         raise PathNotFound(f"no such file or folder: {display_path(root)}")
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     spec = extractor.spec()
+    hash_name = store.manifest.content_hash
 
     with store.writing():
         entries = list(walk(root, include_hidden=include_hidden))
@@ -256,14 +260,14 @@ def index_folder(
         movable = {r.content_hash: r for r in missing.values() if r.status == "ok" and r.content_hash}
 
         if extractor.trainable and not extractor.is_trained() and todo:
-            _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset(), None))
+            _train(store, extractor, todo, jobs, (spec, max_pixels, frozenset(), None, hash_name))
         local_spec = store.manifest.local
         batch = _Batch(store, extractor, report, max_pixels, local_spec)
         total = len(todo)
         if progress:
             progress(0, total)
         try:
-            init_args = (spec, max_pixels, frozenset(movable), local_spec)
+            init_args = (spec, max_pixels, frozenset(movable), local_spec, hash_name)
             with _StopAfterBatch() as stop:
                 loaded = _loaded(todo, jobs, init_args)
                 try:

@@ -60,9 +60,25 @@ def is_image_name(name: str) -> bool:
     return ext.lower() in IMAGE_EXTENSIONS or not ext
 
 
-def content_hash(data: bytes) -> str:
-    """Hex BLAKE2b-128 digest of the file's bytes."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+#: Content hashes an index may use, by the name its manifest gives: BLAKE3 (fast, and
+#: cryptographic, so that no crafted file can pass for another one) for new indexes;
+#: BLAKE2b for indexes made before the manifest named one, which keep it (their files are
+#: neither re-read nor re-embedded).
+CONTENT_HASHES = ("blake3-128", "blake2b-128")
+DEFAULT_CONTENT_HASH = "blake3-128"
+LEGACY_CONTENT_HASH = "blake2b-128"
+
+
+def content_hash(data: bytes, algorithm: str = DEFAULT_CONTENT_HASH) -> str:
+    """Hex 128-bit digest of the file's bytes by ``algorithm`` (one of :data:`CONTENT_HASHES`:
+    the index's own, ``store.manifest.content_hash``)."""
+    if algorithm == "blake3-128":
+        from blake3 import blake3
+
+        return blake3(data).hexdigest(16)
+    if algorithm == "blake2b-128":
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
+    raise ValueError(f"unknown content hash {algorithm!r}; known: {', '.join(CONTENT_HASHES)}")
 
 
 def walk(

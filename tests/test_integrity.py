@@ -192,6 +192,7 @@ def test_temporary_files_left_as_links_are_replaced_not_followed(idx, images, mo
     (lambda m: m.update(extractor={"name": "phash", "hash_size": "big"}), "extractor"),
     (lambda m: m.update(files=["ann.faiss"]), "files"),
     (lambda m: m.update(local={"detector": "orb"}), "local"),
+    (lambda m: m.update(content_hash="md5"), "content_hash"),
 ])
 def test_odd_manifest_values_give_one_line_saying_it_is_damaged(idx, images, change, word):
     edit_manifest(idx, change)

@@ -62,3 +62,46 @@ def test_a_version_1_catalog_is_migrated(tmp_path):
         assert [r.known for r in ix.store.catalog.root_records()] == [False]  # until indexed again
         ix.add(tmp_path / "imgs", jobs=1)
         assert [r.known for r in ix.store.catalog.root_records()] == [True]
+
+
+# -- the content hash: BLAKE3 for new indexes, BLAKE2b kept by older ones --------------
+def _hash_of(idx, name):
+    with sqlite3.connect(idx / "catalog.sqlite") as db:
+        return db.execute("SELECT content_hash FROM files WHERE path LIKE ?", (f"%{name}",)).fetchone()[0]
+
+
+def test_a_new_index_names_its_content_hash_and_records_blake3(tmp_path):
+    import blake3
+
+    idx = small_index(tmp_path)
+    assert json.loads((idx / "manifest.json").read_text())["content_hash"] == "blake3-128"
+    data = (tmp_path / "imgs" / "img0000.jpg").read_bytes()
+    assert _hash_of(idx, "img0000.jpg") == blake3.blake3(data).hexdigest(16)
+
+
+def test_an_index_made_before_the_manifest_named_a_hash_keeps_blake2b(tmp_path):
+    """Older manifests have no content_hash: their catalogs hold BLAKE2b. The index keeps
+    it, so a renamed file is still recognised (its vector reused, not re-embedded) and an
+    exact copy of an indexed file still groups with it."""
+    import hashlib
+    import shutil
+
+    make_pattern_images(tmp_path / "imgs", 3)
+    idx = tmp_path / "idx"
+    with Index.create(idx, "phash") as ix:
+        manifest = json.loads((idx / "manifest.json").read_text())
+        del manifest["content_hash"]  # as an older lookalike wrote it
+        (idx / "manifest.json").write_text(json.dumps(manifest))
+    with Index.open(idx) as ix:
+        assert ix.store.manifest.content_hash == "blake2b-128"
+        ix.add(tmp_path / "imgs", jobs=1)
+    data = (tmp_path / "imgs" / "img0001.jpg").read_bytes()
+    assert _hash_of(idx, "img0001.jpg") == hashlib.blake2b(data, digest_size=16).hexdigest()
+
+    (tmp_path / "imgs" / "img0001.jpg").rename(tmp_path / "imgs" / "renamed.jpg")
+    shutil.copy(tmp_path / "imgs" / "img0002.jpg", tmp_path / "imgs" / "copy.jpg")
+    with Index.open(idx) as ix:
+        report = ix.add(tmp_path / "imgs", jobs=2)
+        assert (report.renamed, report.reused, report.added) == (1, 1, 0)
+        assert ix.store.manifest.content_hash == "blake2b-128"
+    assert _hash_of(idx, "copy.jpg") == _hash_of(idx, "img0002.jpg")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, TypeGuard
 
 from ..errors import LookalikeError
+from ..sources import CONTENT_HASHES, LEGACY_CONTENT_HASH
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -68,6 +69,8 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # extra files, name -> role
     ann: str = "auto"  # approximate search: auto, exact, hnsw or ivfpq (see lookalike.ann)
     local: dict[str, Any] | None = None  # keypoints stored for verification (see lookalike.verify)
+    #: the files' content hash (lookalike.sources.CONTENT_HASHES); absent in older indexes: BLAKE2b
+    content_hash: str = LEGACY_CONTENT_HASH
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -219,6 +222,8 @@ def manifest_problem(m: Manifest) -> str | None:
         return f"catalog must be {CATALOG_NAME!r}, not {_short(m.catalog)}"
     if m.ann not in ANN_KINDS:
         return f"ann must be one of {', '.join(ANN_KINDS)}, not {_short(m.ann)}"
+    if m.content_hash not in CONTENT_HASHES:
+        return f"content_hash must be one of {', '.join(CONTENT_HASHES)}, not {_short(m.content_hash)}"
     if not isinstance(m.lookalike_version, str):
         return f"lookalike_version must be a string, not {_short(m.lookalike_version)}"
     if not isinstance(m.files, dict):
