@@ -366,9 +366,19 @@ def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
             f"{width}x{height} = {width * height} pixels, limit is {max_pixels}",
         )
     _check_data_can_fill(img.format, data, width, height)
+    request = None
     if min_side and img.format == "JPEG" and min(width, height) > 2 * min_side:
         scale = min_side / min(width, height)
-        img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        request = (math.ceil(width * scale), math.ceil(height * scale))
+    if QUIET_NATIVE_STDERR and img.format == "JPEG" and img.mode in ("RGB", "L") and not _ends_early(data):
+        pixels = _jpeg_by_opencv(data, width, height, request)
+        if pixels is not None:
+            orientation = _orientation(img)  # a JPEG's EXIF is read with its header
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            return Decoded(_oriented(pixels, orientation), width, height)
+    if request is not None:
+        img.draft("RGB", request)
     img.load()  # first frame only for animations
     orientation = _orientation(img)
     if orientation:
@@ -379,6 +389,42 @@ def _decode(data: bytes, min_side: int | None, max_pixels: int) -> Decoded:
         if orientation in (5, 6, 7, 8):
             width, height = height, width
     return Decoded(to_rgb(img), width, height)
+
+
+#: EXIF orientation -> the turn that shows the image upright (as ImageOps.exif_transpose)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _jpeg_by_opencv(data: bytes, width: int, height: int, request: tuple[int, int] | None) -> np.ndarray | None:
+    """A colour or grey JPEG decoded by OpenCV (the same libjpeg-turbo as Pillow's, the same
+    pixels, about a sixth faster from memory), at the DCT scale Pillow's ``draft`` would
+    choose for ``request``; ``None`` where OpenCV cannot read it (Pillow then says why).
+    Only where native stderr is quiet (the indexing workers): libjpeg prints its warnings
+    about damaged data there itself."""
+    import cv2
+
+    factor = 1
+    if request is not None:
+        fits = min(width // request[0], height // request[1])
+        factor = next(f for f in (8, 4, 2, 1) if fits >= f)
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        with _native_stderr_quiet():
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        return None
+    if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (-(-height // factor), -(-width // factor)):
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _oriented(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    if not orientation:
+        return pixels
+    return np.asarray(Image.fromarray(pixels).transpose(_UPRIGHT[orientation])).copy()
 
 
 #: Deflate never expands more than 1032:1 (258 bytes from 2 bits).

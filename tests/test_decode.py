@@ -197,3 +197,98 @@ def test_bomb_refused_by_pillows_own_guard_is_reported_with_our_limit(tmp_path):
         decode.decode_file(bomb, max_pixels=1_000_000)
     assert e.value.reason is SkipReason.TOO_LARGE
     assert e.value.detail == "6400000000 pixels, limit is 1000000"
+
+
+# -- JPEGs in the indexing workers: OpenCV, the same pixels as Pillow -------------------
+def _jpeg_variants(tmp_path):
+    """Colour 4:2:0 and 4:4:4, progressive, grey, CMYK, and all eight EXIF orientations,
+    each big enough to be decoded at a reduced scale."""
+    rng = np.random.default_rng(3)
+    base = Image.fromarray(np.clip(rng.normal(128, 60, (600, 900, 3)), 0, 255).astype(np.uint8))
+    base = base.resize((1800, 1200), Image.Resampling.BICUBIC)
+    made = {}
+    for name, image, kw in [("420", base, dict(quality=90)), ("444", base, dict(quality=95, subsampling=0)),
+                            ("progressive", base, dict(quality=85, progressive=True)),
+                            ("grey", base.convert("L"), dict(quality=90)), ("cmyk", base.convert("CMYK"), {})]:
+        path = tmp_path / f"{name}.jpg"
+        image.save(path, **kw)
+        made[name] = path
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"turned{orientation}.jpg"
+        base.crop((0, 0, 1800, 1000)).save(path, quality=90, exif=exif)
+        made[f"turned{orientation}"] = path
+    return made
+
+
+@pytest.mark.parametrize("min_side", [None, 224, 500])
+def test_jpegs_in_the_workers_decode_to_exactly_the_pixels_pillow_gives(tmp_path, monkeypatch, min_side):
+    import cv2
+
+    calls = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
+    for name, path in _jpeg_variants(tmp_path).items():
+        data = path.read_bytes()
+        monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", False)  # queries, --jobs 1: Pillow
+        before = len(calls)
+        pillow = decode.decode_bytes(data, min_side=min_side)
+        assert len(calls) == before
+        monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", True)  # an indexing worker
+        worker = decode.decode_bytes(data, min_side=min_side)
+        assert len(calls) == before + (name != "cmyk"), name  # CMYK stays with Pillow
+        assert (worker.width, worker.height) == (pillow.width, pillow.height), name
+        assert worker.pixels.shape == pillow.pixels.shape and np.array_equal(worker.pixels, pillow.pixels), name
+        assert worker.pixels.flags["C_CONTIGUOUS"] and worker.pixels.dtype == np.uint8
+        if min_side == 224:
+            assert min(worker.pixels.shape[:2]) < 600 and min(worker.pixels.shape[:2]) >= 224  # reduced
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.7, 0.999])
+def test_a_truncated_jpeg_in_a_worker_is_still_truncated(tmp_path, monkeypatch, cut):
+    data = _jpeg_variants(tmp_path)["420"].read_bytes()
+    monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", True)
+    with pytest.raises(DecodeError) as e:
+        decode.decode_bytes(data[: int(len(data) * cut)], min_side=224)
+    assert e.value.reason is SkipReason.TRUNCATED
+
+
+def test_damaged_jpeg_data_in_a_worker_prints_nothing_of_libjpegs_own(tmp_path, monkeypatch, capfd):
+    data = bytearray(_jpeg_variants(tmp_path)["420"].read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 400, 7):
+        data[i] = 0xFF if i % 2 else 0x00  # inside the entropy-coded data: libjpeg warns and goes on
+    monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", True)
+    try:
+        decode.decode_bytes(bytes(data), min_side=224)
+    except DecodeError:
+        pass
+    assert capfd.readouterr().err == ""
+
+
+def test_odd_files_decode_the_same_in_a_worker(monkeypatch):
+    for name in sorted(VALID) + sorted(BROKEN):
+        outcome = {}
+        for quiet in (False, True):
+            monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", quiet)
+            try:
+                d = decode.decode_file(ODD / name, min_side=16)
+                outcome[quiet] = (d.width, d.height, d.pixels.tobytes())
+            except DecodeError as e:
+                outcome[quiet] = e.reason
+        assert outcome[True] == outcome[False], name
+
+
+def test_hostile_jpeg_bytes_in_a_worker_never_raise_anything_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "QUIET_NATIVE_STDERR", True)
+    rng = np.random.default_rng(11)
+    seed = _jpeg_variants(tmp_path)["turned6"].read_bytes()
+    for _ in range(150):
+        data = bytearray(seed)
+        for _ in range(rng.integers(1, 30)):
+            data[rng.integers(0, len(data))] = rng.integers(0, 256)
+        try:
+            d = decode.decode_bytes(bytes(data[: rng.integers(1, len(data) + 1)]), min_side=224)
+            assert d.pixels.ndim == 3 and d.pixels.shape[2] == 3 and d.pixels.dtype == np.uint8
+        except DecodeError as e:
+            assert isinstance(e.reason, SkipReason)
