@@ -4,7 +4,13 @@ Two sets, made from the benchmark's ``originals/`` (or the bundled demo images
 when the benchmark is absent):
 
 * ``1mp/``: 1224x816 (1 MP) JPEGs, quality 90;
-* ``12mp/``: 4032x3024 (12 MP, a phone camera) JPEGs, quality 90.
+* ``12mp/``: 4032x3024 (12 MP, a phone camera) JPEGs, quality 90;
+* ``heic/``: 4032x3024 HEIC files (as phones save them; pillow-heif's x265
+  encoder, quality 70, preset ultrafast);
+* ``mixed/``: a phone library's mix, each file new: 12 MP JPEGs (half),
+  1 MP JPEGs, 12 MP HEIC and 1920x1080 PNG screenshots (a sixth each). A
+  quarter of the JPEGs are stored sideways with an EXIF orientation of 6, as
+  cameras held upright store them.
 
 Each output is one source image, centre-cropped to the target aspect ratio
 (3:2 or 4:3; portrait sources give portrait outputs), upscaled (bicubic) and
@@ -39,11 +45,16 @@ from bench.common import DEFAULT_BENCH  # noqa: E402
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "lookalike" / "demo" / "images"
 DEFAULT_OUT = Path("/tmp/lookalike-photos")
 #: set name -> (width, height) of a landscape output, default count, noise sigma
-SETS = {
+SETS = {  # name: (size, default count, noise sigma)
     "1mp": ((1224, 816), 200, 7.0),
     "12mp": ((4032, 3024), 60, 6.0),
+    "heic": ((4032, 3024), 20, 6.0),
+    "png": ((1920, 1080), 0, 0.0),  # screenshots, only in mixed/
 }
 QUALITY = 90
+HEIC_QUALITY = 70
+#: mixed/: (set, share of the files)
+MIXED = (("12mp", 0.5), ("1mp", 1 / 6), ("heic", 1 / 6), ("png", 1 / 6))
 
 
 def sources(bench: Path) -> list[Path]:
@@ -79,18 +90,56 @@ def photo(source: Path, size: tuple[int, int], sigma: float, seed: int) -> np.nd
     return np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
-def make_set(name: str, files: list[Path], count: int, out: Path) -> list[int]:
+def save(pixels: np.ndarray, kind: str, target_stem: Path, sideways: bool = False) -> Path:
+    """Write ``pixels`` as the set ``kind`` stores them; returns the file's path."""
     from PIL import Image
 
+    im = Image.fromarray(pixels)
+    if kind == "heic":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        target = target_stem.with_suffix(".heic")
+        im.save(target, format="HEIF", quality=HEIC_QUALITY, enc_params={"preset": "ultrafast"})
+    elif kind == "png":
+        target = target_stem.with_suffix(".png")
+        im.save(target, compress_level=6)
+    else:
+        target = target_stem.with_suffix(".jpg")
+        if sideways:  # stored turned a quarter, upright again by its EXIF orientation (6)
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            im.transpose(Image.Transpose.ROTATE_90).save(target, quality=QUALITY, exif=exif)
+        else:
+            im.save(target, quality=QUALITY)
+    return target
+
+
+def make_set(name: str, files: list[Path], count: int, out: Path) -> list[int]:
     size, _, sigma = SETS[name]
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     sizes = []
     for i in range(count):
         source = files[i % len(files)]
-        target = folder / f"{name}-{i:04d}-{source.stem}.jpg"
-        pixels = photo(source, size, sigma, seed=i)
-        Image.fromarray(pixels).save(target, quality=QUALITY)
+        target = save(photo(source, size, sigma, seed=i), name, folder / f"{name}-{i:04d}-{source.stem}")
+        sizes.append(target.stat().st_size)
+    return sizes
+
+
+def make_mixed(files: list[Path], count: int, out: Path) -> list[int]:
+    """``count`` new files of the kinds of :data:`MIXED`, interleaved; seeds apart from
+    the other sets' so that no file is a copy of one there."""
+    folder = out / "mixed"
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = [kind for kind, share in MIXED for _ in range(round(share * count))][:count]
+    kinds = [kinds[i] for i in np.random.default_rng(0).permutation(len(kinds))]  # interleaved, always the same
+    sizes = []
+    for i, kind in enumerate(kinds):
+        size, _, sigma = SETS[kind]
+        source = files[(i * 3 + 1) % len(files)]
+        pixels = photo(source, size, sigma, seed=100_000 + i)
+        target = save(pixels, kind, folder / f"mixed-{i:04d}-{kind}-{source.stem}", sideways=i % 4 == 1)
         sizes.append(target.stat().st_size)
     return sizes
 
@@ -104,18 +153,24 @@ def main(argv=None) -> int:
                    help=f"1 MP photos to make (default: {SETS['1mp'][1]})")
     p.add_argument("--count-12mp", type=int, default=SETS["12mp"][1], metavar="N",
                    help=f"12 MP photos to make (default: {SETS['12mp'][1]}; 0 = none)")
+    p.add_argument("--count-heic", type=int, default=SETS["heic"][1], metavar="N",
+                   help=f"12 MP HEIC files to make (default: {SETS['heic'][1]}; 0 = none)")
+    p.add_argument("--count-mixed", type=int, default=60, metavar="N",
+                   help="files of the mixed folder (default: 60; 0 = none)")
     args = p.parse_args(argv)
     files = sources(args.bench)
     if not files:
         print("make_photos.py: no source images", file=sys.stderr)
         return 2
-    for name, count in (("1mp", args.count), ("12mp", args.count_12mp)):
+    for name, count in (("1mp", args.count), ("12mp", args.count_12mp), ("heic", args.count_heic),
+                        ("mixed", args.count_mixed)):
         if count <= 0:
             continue
         started = time.perf_counter()
-        sizes = make_set(name, files, count, args.out)
-        (w, h) = SETS[name][0]
-        print(f"{args.out / name}: {count} JPEGs {w}x{h} q{QUALITY}, "
+        sizes = make_mixed(files, count, args.out) if name == "mixed" else make_set(name, files, count, args.out)
+        what = "files" if name == "mixed" else ("HEIC %dx%d q%d" % (*SETS[name][0], HEIC_QUALITY) if name == "heic"
+                                                 else "JPEGs %dx%d q%d" % (*SETS[name][0], QUALITY))
+        print(f"{args.out / name}: {len(sizes)} {what}, "
               f"total {sum(sizes) / 1e6:.1f} MB, median {statistics.median(sizes) / 1e6:.2f} MB, "
               f"min {min(sizes) / 1e6:.2f}, max {max(sizes) / 1e6:.2f} MB "
               f"({time.perf_counter() - started:.1f} s)")

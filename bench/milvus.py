@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -42,31 +43,37 @@ from lookalike.backends import open_index  # noqa: E402
 from lookalike.store import FileRecord  # noqa: E402
 
 
-def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+def vector_batches(n: int, dim: int, batch: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """``n`` unit-length vectors around 2000 random centres, ``batch`` at a time (float32,
+    made as they are needed, so that a million of them never sit in memory at once)."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((2000, dim)).astype(np.float32)
-    x = centres[rng.integers(0, 2000, n)] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    centres = rng.standard_normal((2000, dim), dtype=np.float32)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        x = centres[rng.integers(0, 2000, m)] + 0.8 * rng.standard_normal((m, dim), dtype=np.float32)
+        yield x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def queries(matrix: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+def fill(ix, n: int, dim: int, batch: int, n_queries: int, seed: int = 1) -> tuple[float, np.ndarray]:
+    """Commit ``n`` vectors as fake files in batches. Returns the seconds the commits took
+    and ``n_queries`` queries: stored vectors picked at random, slightly perturbed."""
     rng = np.random.default_rng(seed)
-    q = matrix[rng.choice(len(matrix), n, replace=False)].copy()
-    q += 0.05 * rng.standard_normal(q.shape).astype(np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
-
-
-def fill(ix, matrix: np.ndarray, batch: int) -> float:
-    """Commit ``matrix`` as fake files in batches; returns seconds."""
-    started = time.perf_counter()
+    picked = np.sort(rng.choice(n, n_queries, replace=False))
+    rows: list[np.ndarray] = []
+    spent = 0.0
     with ix.store.writing():
-        for start in range(0, len(matrix), batch):
-            part = matrix[start : start + batch]
+        for start, part in zip(range(0, n, batch), vector_batches(n, dim, batch)):
+            inside = picked[(picked >= start) & (picked < start + len(part))]
+            rows.extend(part[inside - start])
             records = [FileRecord(None, f"/bench/{i:07d}.jpg", 1000 + i, i, f"{i:064x}", 64, 64, "ok")
                        for i in range(start, start + len(part))]
+            t = time.perf_counter()
             ix.store.commit(vectors=part, records=records, root="/bench")
+            spent += time.perf_counter() - t
     ix._live = None
-    return time.perf_counter() - started
+    q = np.stack(rows)[rng.permutation(n_queries)]
+    q += 0.05 * rng.standard_normal(q.shape).astype(np.float32)
+    return spent, q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def measure(ix, q: np.ndarray, truth: list[set[str]]) -> tuple[float, float, float]:
@@ -154,10 +161,8 @@ def main() -> None:
             shutil.rmtree(options["local"], ignore_errors=True)
         with open_index(location, args.extractor, create=True, **options) as ix:
             dim = ix.extractor.dim
-            matrix = vectors(args.size, dim)
-            q = queries(matrix, args.queries)
             print(f"[{name}] inserting {args.size} x {dim}-d ...", file=sys.stderr, flush=True)
-            insert_s = fill(ix, matrix, args.batch)
+            insert_s, q = fill(ix, args.size, dim, args.batch, args.queries)
             t = time.perf_counter()
             ix.update_ann(save=True)  # local: builds the FAISS structure; Milvus: flushes
             if key == "server":

@@ -18,12 +18,10 @@ What it measures:
 
 Optional sections (see ``--help``):
 
-* ``--photos DIR`` (from ``bench/make_photos.py``): ``cnn`` indexing throughput
-  on camera-sized photos (``DIR/1mp``, ``DIR/12mp``) for each ``--jobs``, with
-  the steady-state rate (start-up left out), next to the **inference-only
-  limit**: ``CnnExtractor.embed_prepared`` alone on pre-decoded, pre-resized
-  224x224 batches of 64 (always measured when the indexing table runs).
-  Issue targets: >= 60 images/s at 1 MP, >= 20 images/s at 12 MP on 2 cores.
+* ``--photos DIR`` (from ``bench/make_photos.py``): indexing with the default
+  configuration on camera-sized photos (``DIR/1mp``, ``DIR/12mp``, ``DIR/heic``,
+  ``DIR/mixed``), next to the **decode floor** and the **inference-only limit**
+  measured in the same run (``bench/photo_speed.py`` says how).
 * ``--baselines``: on the same gallery files (first ``--baseline-files``), the
   OpenCV tutorial's pipeline (``cv2.imread`` + ``kaze-concat`` + brute-force
   cosine over a NumPy matrix) and a plain ``imagehash.phash`` loop, both in
@@ -67,7 +65,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import metrics  # noqa: E402
+from bench import metrics, photo_speed  # noqa: E402
 from bench.common import (  # noqa: E402
     DEFAULT_BENCH, extractor_label, machine_info, markdown_table, print_header, slug,
 )
@@ -257,27 +255,9 @@ def draft_gain(files: list[Path], repeat: int) -> dict[str, Any]:
     }
 
 
-# -- camera-sized photos (bench/make_photos.py) -------------------------------------
-PHOTO_SETS = ("1mp", "12mp")
-PHOTO_TARGETS = {"1mp": 60.0, "12mp": 20.0}  # images/s with cnn on 2 cores (issue target)
+# -- camera-sized photos: bench/photo_speed.py ---------------------------------------
 HASHES = ("phash", "ahash", "dhash", "whash", "colorhash")
 HASH_TARGET = 300.0  # images/s on 2 cores (issue target)
-
-
-def photo_sets(photos: Path) -> list[tuple[str, Path]]:
-    """``(name, folder)`` for each set under ``photos`` (``1mp/``, ``12mp/``), else the folder itself."""
-    found = [(name, photos / name) for name in PHOTO_SETS if (photos / name).is_dir()]
-    return found or [(photos.name, photos)]
-
-
-def median_megapixels(files: list[Path]) -> float:
-    from PIL import Image
-
-    sizes = []
-    for f in files:
-        with Image.open(f) as im:
-            sizes.append(im.width * im.height / 1e6)
-    return float(np.median(sizes)) if sizes else float("nan")
 
 
 def inference_limit(files: list[Path], batch: int = 64, rounds: int = 5) -> dict[str, Any]:
@@ -298,38 +278,6 @@ def inference_limit(files: list[Path], batch: int = 64, rounds: int = 5) -> dict
         extractor.embed_prepared(prepared)
         best = min(best, time.perf_counter() - started)
     return {"batch": batch, "ms_per_image": 1000 * best / batch, "images_per_s": batch / best}
-
-
-def photo_rows(photos: Path, jobs_values: list[int], workdir: Path) -> list[dict[str, Any]]:
-    rows = []
-    for name, folder in photo_sets(photos):
-        files = image_files(folder)
-        mp = median_megapixels(files)
-        mb = float(np.median([f.stat().st_size for f in files])) / 1e6 if files else float("nan")
-        for jobs in jobs_values:
-            log(f"[photos {name}, cnn, jobs={jobs}] indexing {len(files)} files in {folder}")
-            index, indexing = index_throughput("cnn", folder, jobs, workdir / f"photos-{slug(name)}-j{jobs}")
-            index.close()
-            rows.append({"set": name, "mp": mp, "mb": mb, "jobs": jobs, "index": indexing,
-                         "target": PHOTO_TARGETS.get(name)})
-    return rows
-
-
-def photos_table(rows: list[dict[str, Any]], limit: dict[str, Any]) -> str:
-    header = ["images", "median MP", "median MB", "jobs", "files", "index s", "index images/s",
-              "steady images/s", "% of inference limit", "target images/s", "met"]
-    body = []
-    for r in rows:
-        ips = r["index"]["images_per_s"]
-        target = r["target"]
-        body.append([r["set"], _f(r["mp"], 2), _f(r["mb"], 2), r["jobs"], r["index"]["images"],
-                     _f(r["index"]["seconds"]), _f(ips), _f(r["index"]["steady_per_s"]),
-                     f"{100 * ips / limit['images_per_s']:.0f}%",
-                     "-" if target is None else _f(target, 0),
-                     "-" if target is None else ("yes" if ips >= target else "no")])
-    body.append([f"inference only (224x224, batches of {limit['batch']})", "-", "-", "-", "-", "-",
-                 _f(limit["images_per_s"]), "-", "100%", "-", "-"])
-    return markdown_table(header, body, numeric_from=1)
 
 
 # -- baselines: the OpenCV tutorial's KAZE pipeline and plain imagehash -------------
@@ -502,8 +450,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--draft", action=argparse.BooleanOptionalAction, default=True,
                    help="the JPEG draft decoding table (default: on)")
     p.add_argument("--photos", type=Path, metavar="DIR",
-                   help="camera-sized photos from bench/make_photos.py (DIR/1mp, DIR/12mp, or one folder): "
-                        "cnn indexing throughput for each --jobs next to the inference-only limit (default: off)")
+                   help="camera-sized photos from bench/make_photos.py (DIR/1mp, 12mp, heic, mixed, or one folder): "
+                        "the default configuration's indexing rate against the decode floor (default: off)")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=False,
                    help="the OpenCV tutorial's KAZE pipeline and a plain imagehash.phash loop next to "
                         "lookalike's kaze-concat, phash and cnn, same files, same process (default: off)")
@@ -570,14 +518,11 @@ def main(argv=None) -> int:
 
         limit, photo_results = None, []
         uses_cnn = args.index and any(registry.parse(spec)["name"] == "cnn" for spec in extractors)
-        if args.photos is not None or uses_cnn:
+        if uses_cnn:
             log("inference-only limit: cnn session on pre-resized 224x224 batches")
             limit = inference_limit(image_files(gallery))
         if args.photos is not None:
-            photo_results = photo_rows(args.photos, jobs_values, workdir)
-            log("inference-only limit again (the better of before and after the photo runs is kept)")
-            again = inference_limit(image_files(gallery))
-            limit = again if again["images_per_s"] > limit["images_per_s"] else limit
+            photo_results = photo_speed.photo_rows(args.photos, workdir, log)
 
         baseline_results, baseline_count = [], 0
         if args.baselines:
@@ -590,7 +535,7 @@ def main(argv=None) -> int:
         if args.hashes:
             sets = [("gallery", gallery)]
             if args.photos is not None:
-                sets += [(n, f) for n, f in photo_sets(args.photos) if n == "1mp"]
+                sets += [(n, f) for n, f in photo_speed.photo_sets(args.photos) if n == "1mp"]
             hash_results = hash_rows(sets, jobs_values, workdir)
     total = time.perf_counter() - started
 
@@ -599,7 +544,7 @@ def main(argv=None) -> int:
         print("## Indexing and query latency\n")
         print(speed_table(rows))
         print()
-    if limit is not None and not photo_results:
+    if limit is not None:
         print(f"Inference only (cnn, pre-resized 224x224, batches of {limit['batch']}): "
               f"{limit['images_per_s']:.1f} images/s ({limit['ms_per_image']:.2f} ms/image).\n")
     if draft_rows:
@@ -607,8 +552,12 @@ def main(argv=None) -> int:
         print(draft_table(draft_rows))
         print()
     if photo_results:
-        print("## Camera-sized photos: cnn indexing vs the inference-only limit\n")
-        print(photos_table(photo_results, limit))
+        print("## Camera-sized photos: the default configuration against the decode floor\n")
+        print(photo_speed.photos_table(photo_results))
+        print()
+        print("Decoders to the extractor's size, one thread, bytes in memory (ms per image; only those "
+              "that read every file of the set):\n")
+        print(photo_speed.decoders_table(photo_results))
         print()
     if baseline_results:
         print(f"## Baselines on the same {baseline_count} files\n")
@@ -637,14 +586,17 @@ def main(argv=None) -> int:
     if limit is not None:
         print(f"- Inference-only limit: CnnExtractor.embed_prepared (normalise, ONNX session, pooling; "
               f"onnxruntime intra-op threads = CPU count) on {limit['batch']} images decoded and resized to "
-              f"224x224 beforehand; best of 5 passes after a warm-up (with --photos: measured before and after the photo runs, "
-              f"the better kept). End-to-end can at best approach it.")
+              f"224x224 beforehand; best of 5 passes after a warm-up. End-to-end can at best approach it.")
     if photo_results:
-        print(f"- Photos: {args.photos} (bench/make_photos.py); Index.add with cnn in a fresh index, "
-              f"worker and session start-up included. Targets from the issue: >= 60 images/s at 1 MP, "
-              f">= 20 images/s at 12 MP on 2 cores; \"met\" compares index images/s (start-up included). "
-              f"steady images/s: files after the first one / time from the first file's arrival from decoding "
-              f"to the last one's (start-up, listing and final commit left out): the rate a long run settles at.")
+        extractor = photo_results[0]["run"]["extractor"]
+        print(f"- Photos: {args.photos} (bench/make_photos.py); the default configuration ({extractor}). "
+              f"decode floor: per file the fastest decoder to the extractor's size, one thread; inference only: "
+              f"the extractor on decoded, prepared images, every core; floor = 1 / (decode / cores + inference); "
+              f"lookalike: Index.add in a fresh index in a process of its own (default --jobs), start-up "
+              f"included, steady = from the first file back from decoding to the last; \"of floor\" and "
+              f"\"of inference\" and \"met\" use the steady rate (what a long run settles at). Targets from the issue: >= "
+              f"{photo_speed.TARGETS['12mp']:.0f} images/s at 12 MP, >= {photo_speed.TARGETS['1mp']:.0f} at "
+              f"1 MP, and >= {photo_speed.FLOOR_SHARE_TARGET} of the floor.")
     if baseline_results:
         print(f"- Baselines: the first {baseline_count} gallery files (walk order); the two baselines run in this "
               f"process, one image at a time; lookalike rows use Index.add --jobs {min(jobs_values)} on a folder of "

@@ -221,7 +221,7 @@ def index(folders, index_dir, extractor, jobs, threads, batch_size, hidden, max_
                 click.echo(_summary(report))
             if not report.seen and not as_json:
                 click.echo(f"note: no image files under {folder} (lookalike reads JPEG, PNG, WebP, GIF, BMP, "
-                           "TIFF, HEIC/HEIF and AVIF; hidden files only with --hidden)", err=True)
+                           "TIFF, HEIC/HEIF, AVIF and, with the 'raw' extra, camera RAW; hidden files only with --hidden)", err=True)
 
 
 def _size(n: int) -> str:

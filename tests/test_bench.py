@@ -36,3 +36,24 @@ def test_public_benchmark_indexes_cleanly_and_incrementally(bench_dir, tmp_path)
         assert first.skipped == 0 and first.added + first.reused == first.seen > 200
         again = ix.add(bench_dir / "originals")
         assert again.processed == 0 and again.unchanged == first.seen
+
+
+def test_the_photo_bench_decoders_agree_and_the_floor_is_the_fastest(tmp_path):
+    """bench/photo_speed.py: every decoder it times gives the picture at the size asked
+    for, and the floor is no slower than the slowest of them."""
+    import numpy as np
+    from PIL import Image
+
+    from bench import photo_speed
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.jpg")
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    jpeg = (tmp_path / "p0.jpg").read_bytes()
+    for name, way in photo_speed.decoders(100).items():
+        pixels = way(jpeg)
+        assert min(pixels.shape[:2]) >= 100 and pixels.shape[:2] in ((150, 200), (300, 400)), name
+    floor = photo_speed.decode_floor(photo_speed.files_of(tmp_path), 100, tries=1)
+    assert 0 < floor["ms"] <= max(floor["by_decoder"].values())
+    assert set(floor["by_decoder"]) == {"lookalike"}  # only it reads the PNG too
