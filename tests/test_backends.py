@@ -609,6 +609,39 @@ def test_a_collection_the_server_unloaded_is_loaded_again_with_a_note(server, tm
     assert json.loads(out.stdout)["hits"][0]["path"] == str(paths[2])
 
 
+def test_a_load_that_outlasts_the_wait_is_one_line_naming_the_setting(server, tmp_path):
+    folder = tmp_path / "in"
+    paths = make_pattern_images(folder, 6)
+    with server.open("m", "phash", create=True) as ix:
+        ix.add(folder, jobs=1)
+    client = server.client()
+    client.release_collection(server.collection())  # as after a restart of the server
+    client.close()
+    search = [sys.executable, "-m", "lookalike.cli", "search", paths[2], *server.args(), "--json"]
+    out = subprocess.run(search, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LOOKALIKE_MILVUS_LOAD_TIMEOUT": "0.001"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr and out.stdout == "", out.stderr
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("note:")]
+    assert len(errors) == 1 and "did not load collection" in errors[0], out.stderr
+    assert "LOOKALIKE_MILVUS_LOAD_TIMEOUT" in errors[0] and "0.001 s" in errors[0]
+    out = subprocess.run(search, capture_output=True, text=True, timeout=300)  # the default wait
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["hits"][0]["path"] == str(paths[2])
+
+
+def test_a_load_wait_that_is_not_a_number_is_one_line(milvus, tmp_path):
+    folder = tmp_path / "in"
+    paths = make_pattern_images(folder, 3)
+    with milvus.open("m", "phash", create=True) as ix:
+        ix.add(folder, jobs=1)
+    for value in ("soon", "-5", "inf"):
+        out = subprocess.run([sys.executable, "-m", "lookalike.cli", "search", paths[0], *milvus.args()],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "LOOKALIKE_MILVUS_LOAD_TIMEOUT": value})
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().count("\n") == 0 and "LOOKALIKE_MILVUS_LOAD_TIMEOUT" in out.stderr
+
+
 def test_a_server_with_authorization_wants_the_token_and_never_shows_it(server, tmp_path):
     import secrets
     import time

@@ -6,7 +6,7 @@ entities with the same vector)::
     id            INT64 primary key: path_id(path), a stable 63-bit hash of the path
     vector        FLOAT_VECTOR(dim), or BINARY_VECTOR(bits) for hash extractors
     path          VARCHAR   the file, as the local catalog and search results show it
-    content_hash  VARCHAR   BLAKE2b of the file's bytes (as in the catalog)
+    content_hash  VARCHAR   the file's content hash (as in the catalog: BLAKE3, or an older index's BLAKE2b)
     size, mtime_ns INT64; width, height INT32
 
 so that a deployment with nothing but the collection can answer searches.
@@ -70,7 +70,7 @@ PROPERTY = "lookalike."  # prefix of our collection properties
 MAX_LIMIT = 16384
 PATH_MAX = 4096
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lookalike")  # notes for the user: the CLI prints them as "note: ..."
 
 
 class MilvusUnavailable(IndexStoreError, ImportError):
@@ -179,21 +179,44 @@ def default_local_dir(uri: str, collection: str, shard: tuple[int, int] | None =
 #: Seconds a command waits for a server to load a collection into memory (after a
 #: restart a server loads its collections again: 25-30 s for a few small ones).
 LOAD_TIMEOUT = 300.0
+#: seconds to wait instead of :data:`LOAD_TIMEOUT` (a big collection on a slow server)
+LOAD_TIMEOUT_ENV = "LOOKALIKE_MILVUS_LOAD_TIMEOUT"
+
+
+def load_timeout() -> float:
+    """How long a search waits for the server to load a collection: ``$LOOKALIKE_MILVUS_LOAD_TIMEOUT``
+    seconds, else :data:`LOAD_TIMEOUT`."""
+    text = os.environ.get(LOAD_TIMEOUT_ENV, "").strip()
+    if not text:
+        return LOAD_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"{LOAD_TIMEOUT_ENV} must be a number of seconds above 0, not {text!r}")
+    return seconds
 
 
 def _load(client, uri: str, name: str) -> None:
     """Make collection ``name`` searchable (a collection is, only once loaded); say so when
-    the server has to load it first, and give up, in one line, after :data:`LOAD_TIMEOUT`."""
+    the server has to load it first, and give up, in one line, after :func:`load_timeout`."""
+    timeout = load_timeout()
     state = str(client.get_load_state(name).get("state", "")) if is_server_uri(uri) else "Loaded"  # Lite: at once
     if not state.endswith("Loaded"):
         log.warning("Milvus at %s is loading collection %r into memory (after a restart this takes a while; "
-                    "waiting up to %.0f s)", uri, name, LOAD_TIMEOUT)
+                    "waiting up to %g s)", uri, name, timeout)
+    import grpc  # pymilvus's transport; a wait that runs out is gRPC's DEADLINE_EXCEEDED
+
     try:
-        client.load_collection(name, timeout=LOAD_TIMEOUT)  # idempotent when loaded
-    except _pymilvus().exceptions.MilvusException as e:
-        if "timeout" in str(e).lower() or "deadline" in str(e).lower():
-            raise MilvusError(f"Milvus at {uri} did not load collection {name!r} within {LOAD_TIMEOUT:.0f} s; "
-                              "try again once the server has settled") from e
+        client.load_collection(name, timeout=timeout)  # idempotent when loaded
+    except (_pymilvus().exceptions.MilvusException, grpc.RpcError) as e:
+        ran_out = isinstance(e, grpc.RpcError) and getattr(e, "code", lambda: None)() == \
+            grpc.StatusCode.DEADLINE_EXCEEDED
+        if ran_out or "timeout" in str(e).lower() or "deadline" in str(e).lower():
+            raise MilvusError(f"Milvus at {uri} did not load collection {name!r} within {timeout:g} s "
+                              f"(${LOAD_TIMEOUT_ENV} sets how long to wait); try again once the server has "
+                              "settled") from None
         raise
 
 
