@@ -593,7 +593,7 @@ def main(argv=None) -> int:
               f"decode floor: per file the fastest decoder to the extractor's size, one thread; inference only: "
               f"the extractor on decoded, prepared images, every core; floor = 1 / (decode / cores + inference); "
               f"lookalike: Index.add in a fresh index in a process of its own (default --jobs), start-up "
-              f"included, steady = from the first file back from decoding to the last; \"of floor\" and "
+              f"included, steady = the files from a quarter to three quarters of the way, over the time between them; \"of floor\" and "
               f"\"of inference\" and \"met\" use the steady rate (what a long run settles at). Targets from the issue: >= "
               f"{photo_speed.TARGETS['12mp']:.0f} images/s at 12 MP, >= {photo_speed.TARGETS['1mp']:.0f} at "
               f"1 MP, and >= {photo_speed.FLOOR_SHARE_TARGET} of the floor.")

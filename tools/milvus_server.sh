@@ -67,13 +67,14 @@ start)
     setsid "$venv/bin/milvus-server" --data "$data" --proxy-port "$PROXY_PORT" "${extra[@]}" \
         >"$data/server.log" 2>&1 < /dev/null &
     echo $! >"$data/server.pid"
-    for _ in $(seq 1 180); do
+    wait=${MILVUS_START_TIMEOUT:-180}  # after a SIGKILL on a big data folder it can take minutes
+    for _ in $(seq 1 "$wait"); do
         if healthy; then echo "http://127.0.0.1:$PROXY_PORT"; exit 0; fi
         kill -0 "$(cat "$data/server.pid")" 2>/dev/null || { tail -20 "$data/server.log" >&2; die "the server exited"; }
         sleep 1
     done
     tail -20 "$data/server.log" >&2
-    die "no answer from $HEALTH_URL after 180 s"
+    die "no answer from $HEALTH_URL after $wait s; it may still be starting (MILVUS_START_TIMEOUT=SECONDS waits longer; $0 stop $data ends it)"
     ;;
 stop)
     data=${2:?usage: stop DATA}
