@@ -594,14 +594,21 @@ def test_a_server_gone_mid_indexing_is_one_line_and_a_rerun_completes(server, tm
     cable.cut()
 
 
-def test_a_collection_the_server_unloaded_is_loaded_again_with_a_note(server, tmp_path):
+def _released_collection(server, tmp_path):
+    """Six files indexed on the server, then their collection released, as after a restart
+    of the server; returns the files."""
     folder = tmp_path / "in"
     paths = make_pattern_images(folder, 6)
     with server.open("m", "phash", create=True) as ix:
         ix.add(folder, jobs=1)
     client = server.client()
-    client.release_collection(server.collection())  # as after a restart of the server
+    client.release_collection(server.collection())
     client.close()
+    return paths
+
+
+def test_a_collection_the_server_unloaded_is_loaded_again_with_a_note(server, tmp_path):
+    paths = _released_collection(server, tmp_path)
     out = subprocess.run([sys.executable, "-m", "lookalike.cli", "search", paths[2], *server.args(), "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -610,13 +617,7 @@ def test_a_collection_the_server_unloaded_is_loaded_again_with_a_note(server, tm
 
 
 def test_a_load_that_outlasts_the_wait_is_one_line_naming_the_setting(server, tmp_path):
-    folder = tmp_path / "in"
-    paths = make_pattern_images(folder, 6)
-    with server.open("m", "phash", create=True) as ix:
-        ix.add(folder, jobs=1)
-    client = server.client()
-    client.release_collection(server.collection())  # as after a restart of the server
-    client.close()
+    paths = _released_collection(server, tmp_path)
     search = [sys.executable, "-m", "lookalike.cli", "search", paths[2], *server.args(), "--json"]
     out = subprocess.run(search, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "LOOKALIKE_MILVUS_LOAD_TIMEOUT": "0.001"})
