@@ -7,7 +7,8 @@ For each set of ``bench/make_photos.py`` (``1mp/``, ``12mp/``, ``heic/``, ``mixe
   extractor needs (its ``min_side``), bytes already in memory, one thread: the
   best of every decoder that reads the file (Pillow with a reduced DCT scale,
   OpenCV's reduced-size JPEG decoding, simplejpeg where it is installed, and
-  lookalike's own ``decode_bytes``, which also checks and orients); the mean
+  lookalike's own ``decode_bytes`` as its indexing workers run it, which also
+  checks and orients); the mean
   over the set of each file's best time (best of 3 tries);
 * **inference-only limit**: ``embed_prepared`` of the extractor alone on the
   set's images already decoded and prepared, in batches of 64, with every core
@@ -86,8 +87,15 @@ def decoders(min_side: int) -> dict[str, Callable[[bytes], Any]]:
             raise ValueError("OpenCV cannot read it")
         return out
 
+    def as_in_a_worker(data: bytes):  # what the indexing workers run (OpenCV for JPEGs)
+        decode.QUIET_NATIVE_STDERR, before = True, decode.QUIET_NATIVE_STDERR
+        try:
+            return decode.decode_bytes(data, min_side=min_side).pixels
+        finally:
+            decode.QUIET_NATIVE_STDERR = before
+
     ways: dict[str, Callable[[bytes], Any]] = {
-        "lookalike": lambda data: decode.decode_bytes(data, min_side=min_side).pixels,
+        "lookalike": as_in_a_worker,
         "pillow-draft": pillow_draft,
         "opencv-reduced": opencv_reduced,
     }
